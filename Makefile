@@ -1,0 +1,31 @@
+# Two commands on a fresh machine (see README.md):
+#   make run    create .venv, install everything, run the main job on the built-in defaults
+#   make test   create .venv if needed, install everything, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+# A CPU build of torch; set TORCH_SPEC="torch" (or a CUDA wheel) on a GPU machine.
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	# Keep the torch just installed: a plain `torch` requirement could pull a CUDA build of several GB.
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-constraint.txt
+	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[all]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/mgpo demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) outputs

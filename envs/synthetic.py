@@ -1,0 +1,381 @@
+"""The built-in synthetic high-resolution task: small targets in large, cluttered images.
+
+Each sample is a V*-like multiple-choice question about something small:
+
+* ``colour``: which colour pair makes up the fine checkered patch inside the black frame;
+* ``glyph``: which letter is written inside the black frame;
+* ``shape``: which shape is drawn inside the black frame;
+* ``relative_position``: is one small magenta shape left or right of the other.
+
+Everything is generated from ``(seed, index)``, so sample ``i`` is the same on
+every machine, and images are rendered only when an episode asks for them.
+
+Why the answer is invisible in the shrunk view but plain in a crop
+------------------------------------------------------------------
+The default canvas is 3920x3920 pixels. At the published budget
+(``max_pixels = 1280*28*28``) the model sees it at 980x980: each view pixel
+is the average of a 4x4 block. The targets are built around that factor:
+
+* the checkered patch alternates two *complementary* colours (red/cyan,
+  green/magenta, blue/yellow, black/white) in squares of 2 pixels aligned to the
+  4-pixel grid, so every 4x4 block holds exactly two squares of each colour and
+  averages to the same mid-gray for all four answers: the view carries **no**
+  information about the answer (area averaging is exact here, see
+  :func:`mgpo_env.image_budget.resize_image`);
+* letters are 15x21 pixels (3-pixel strokes) and shapes 12 pixels wide, so they
+  shrink to 3-5 view pixels: a smudge;
+* the black frame (4 pixels thick) around a target stays visible as a dark
+  outline in the view, so the model can find *where* to look.
+
+A tight crop (the smallest valid box is 28 view pixels = 112 original pixels)
+is enlarged at least 4x, so a checker square spans 8 pixels, a letter stroke 12.
+``SyntheticTask.describe_scales()`` prints these numbers for any settings.
+
+Example:
+    >>> task = SyntheticTask(num_samples=3, seed=0)
+    >>> sample = task[0]
+    >>> sample.choices, sample.answer in "ABCD"  # doctest: +ELLIPSIS
+    (...), True)
+    >>> task[0].question == SyntheticTask(num_samples=3, seed=0)[0].question
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mgpo_env.geometry import Box
+from mgpo_env.image_budget import ImageBudget
+from mgpo_env.sample import Sample
+
+QUESTION_TYPES = ("colour", "glyph", "shape", "relative_position")
+
+# Complementary pairs: each averages to (127.5, 127.5, 127.5).
+COLOUR_PAIRS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    "red and cyan": ((255, 0, 0), (0, 255, 255)),
+    "green and magenta": ((0, 255, 0), (255, 0, 255)),
+    "blue and yellow": ((0, 0, 255), (255, 255, 0)),
+    "black and white": ((0, 0, 0), (255, 255, 255)),
+}
+
+# 5x7 bitmaps, drawn ourselves so the task renders the same everywhere (no font files).
+GLYPHS: dict[str, tuple[str, ...]] = {
+    "A": (".###.", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "E": ("#####", "#....", "#....", "####.", "#....", "#....", "#####"),
+    "H": ("#...#", "#...#", "#...#", "#####", "#...#", "#...#", "#...#"),
+    "K": ("#...#", "#..#.", "#.#..", "##...", "#.#..", "#..#.", "#...#"),
+    "L": ("#....", "#....", "#....", "#....", "#....", "#....", "#####"),
+    "P": ("####.", "#...#", "#...#", "####.", "#....", "#....", "#...."),
+    "T": ("#####", "..#..", "..#..", "..#..", "..#..", "..#..", "..#.."),
+    "X": ("#...#", "#...#", ".#.#.", "..#..", ".#.#.", "#...#", "#...#"),
+}
+
+SHAPES = ("circle", "triangle", "square", "diamond", "cross", "bar")
+FRAME_COLOR = (0, 0, 0)
+PAIR_COLOR = (255, 0, 255)  # the two objects of a relative-position question
+GLYPH_COLOR = (20, 20, 120)
+SHAPE_COLOR = (150, 20, 20)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where everything goes in one sample (cheap to compute; rendering is separate)."""
+
+    kind: str
+    answer_value: str  # the attribute, or "left"/"right" for a relative position
+    shapes: tuple[str, ...]  # relative position: (object asked about, reference object)
+    boxes: tuple[tuple[int, int, int, int], ...]  # target frame(s) in original pixels
+    clutter_seed: int
+    background: tuple[int, int, int]
+
+
+class SyntheticTask(Sequence[Sample]):
+    """A seeded, lazily rendered dataset of small-target questions (see the module docstring).
+
+    Args:
+        num_samples: how many samples the dataset has.
+        seed: the dataset seed; sample ``i`` depends only on ``(seed, i)`` and the knobs.
+        canvas_size: ``(width, height)`` or one int for a square canvas (>= 256).
+        target_size: outer side of a target's black frame, original pixels.
+        grid: alignment of targets and checker period; the view's downsampling factor
+            (4 at the defaults) makes the checker invisible in the view.
+        checker_square: side of one checker square, original pixels (``grid / 2`` hides it).
+        glyph_cell: pixel size of one cell of the 5x7 letters.
+        shape_size: size of the drawn shapes, original pixels.
+        clutter: number of distractor objects.
+        question_types: which of ``colour``, ``glyph``, ``shape``, ``relative_position`` to ask.
+        num_choices: options per question for the attribute types (2 to 4).
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        seed: int = 0,
+        *,
+        canvas_size: Union[int, tuple[int, int]] = 3920,
+        target_size: int = 48,
+        grid: int = 4,
+        checker_square: int = 2,
+        glyph_cell: int = 3,
+        shape_size: int = 12,
+        clutter: int = 80,
+        question_types: Sequence[str] = QUESTION_TYPES,
+        num_choices: int = 4,
+    ) -> None:
+        width, height = (canvas_size, canvas_size) if isinstance(canvas_size, int) else tuple(canvas_size)
+        if min(width, height) < 256:
+            raise ValueError(f"canvas_size must be at least 256 pixels a side, got {width}x{height}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        unknown = sorted(set(question_types) - set(QUESTION_TYPES))
+        if unknown or not question_types:
+            raise ValueError(f"question_types must be a non-empty subset of {QUESTION_TYPES}, got {list(question_types)}")
+        if not 2 <= num_choices <= 4:
+            raise ValueError(f"num_choices must be 2, 3 or 4, got {num_choices}")
+        if target_size < 4 * grid or target_size > min(width, height) // 4:
+            raise ValueError(f"target_size must be between {4 * grid} and a quarter of the canvas, got {target_size}")
+        if grid < 1 or checker_square < 1:
+            raise ValueError("grid and checker_square must be >= 1")
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.canvas_size = (int(width), int(height))
+        self.target_size = int(target_size)
+        self.grid = int(grid)
+        self.checker_square = int(checker_square)
+        self.glyph_cell = int(glyph_cell)
+        self.shape_size = int(shape_size)
+        self.clutter = int(clutter)
+        self.question_types = tuple(question_types)
+        self.num_choices = int(num_choices)
+
+    # -------------------------------------------------------------- sequence
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        if isinstance(index, slice):
+            raise TypeError("SyntheticTask does not support slices; index one sample at a time")
+        if not -self.num_samples <= index < self.num_samples:
+            raise IndexError(f"sample index {index} out of range for {self.num_samples} samples")
+        index %= self.num_samples
+        rng = np.random.default_rng([self.seed, index])
+        layout = self._layout(rng)
+        question, choices, answer = self._question(layout, rng)
+        return Sample(
+            sample_id=f"synthetic-{self.seed}-{index}",
+            image=_Renderer(self, layout),
+            question=question,
+            answer=answer,
+            choices=choices,
+            target_boxes=tuple(tuple(float(v) for v in b) for b in layout.boxes),  # type: ignore[misc]
+            category=layout.kind,
+            metadata={"attribute": layout.answer_value, "canvas_size": self.canvas_size},
+        )
+
+    def index_of(self, sample_id: str) -> int:
+        prefix = f"synthetic-{self.seed}-"
+        if not sample_id.startswith(prefix) or not sample_id[len(prefix):].isdigit():
+            raise KeyError(f"{sample_id!r} is not a sample id of this synthetic task (ids look like '{prefix}0')")
+        index = int(sample_id[len(prefix):])
+        if index >= self.num_samples:
+            raise KeyError(f"{sample_id!r}: the task has only {self.num_samples} samples")
+        return index
+
+    # ---------------------------------------------------------------- layout
+    def _free_spot(self, rng: np.random.Generator, size: tuple[int, int], taken: list[tuple[int, int, int, int]]) -> tuple[int, int]:
+        """A grid-aligned top-left corner for a ``size`` box away from ``taken`` boxes."""
+        width, height = self.canvas_size
+        margin = self.target_size
+        for _ in range(200):
+            x = int(rng.integers(margin, width - size[0] - margin)) // self.grid * self.grid
+            y = int(rng.integers(margin, height - size[1] - margin)) // self.grid * self.grid
+            box = (x, y, x + size[0], y + size[1])
+            if all(not _overlap(box, other, margin) for other in taken):
+                return x, y
+        return x, y  # crowded canvas: accept an overlap rather than loop forever
+
+    def _layout(self, rng: np.random.Generator) -> _Layout:
+        kind = self.question_types[int(rng.integers(len(self.question_types)))]
+        background = tuple(int(v) for v in rng.integers(170, 236, size=3))
+        side = self.target_size
+        if kind == "relative_position":
+            first, other = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
+            gap = int(rng.integers(2, 6)) * side
+            x, y = self._free_spot(rng, (gap + side, side), [])
+            dy = int(rng.integers(-1, 2)) * self.grid * 2
+            left = (x, y, x + side, y + side)
+            right = (x + gap, y + dy, x + gap + side, y + dy + side)
+            answer = "left" if rng.random() < 0.5 else "right"
+            boxes = (left, right) if answer == "left" else (right, left)  # boxes[0] holds `first`
+            return _Layout(kind, answer, (first, other), (boxes[0], boxes[1]), int(rng.integers(2**31)), background)  # type: ignore[arg-type]
+        x, y = self._free_spot(rng, (side, side), [])
+        values = {"colour": list(COLOUR_PAIRS), "glyph": list(GLYPHS), "shape": list(SHAPES)}[kind]
+        value = str(values[int(rng.integers(len(values)))])
+        return _Layout(kind, value, (), ((x, y, x + side, y + side),), int(rng.integers(2**31)), background)  # type: ignore[arg-type]
+
+    def _question(self, layout: _Layout, rng: np.random.Generator) -> tuple[str, tuple[str, ...], str]:
+        if layout.kind == "relative_position":
+            first, other = layout.shapes
+            question = f"Is the small magenta {first} to the left or to the right of the small magenta {other}?"
+            choices = ["left", "right"] if rng.random() < 0.5 else ["right", "left"]
+            return question, tuple(choices), string.ascii_uppercase[choices.index(layout.answer_value)]
+        pool = {"colour": list(COLOUR_PAIRS), "glyph": list(GLYPHS), "shape": list(SHAPES)}[layout.kind]
+        distractors = [v for v in pool if v != layout.answer_value]
+        picked = [str(v) for v in rng.choice(distractors, size=self.num_choices - 1, replace=False)]
+        choices = picked + [layout.answer_value]
+        rng.shuffle(choices)
+        question = {
+            "colour": "Which two colours make up the fine checkered pattern inside the small black frame?",
+            "glyph": "Which letter is written inside the small black frame?",
+            "shape": "Which shape is drawn inside the small black frame?",
+        }[layout.kind]
+        return question, tuple(choices), string.ascii_uppercase[choices.index(layout.answer_value)]
+
+    # -------------------------------------------------------------- describe
+    def describe_scales(self, budget: ImageBudget = ImageBudget()) -> dict[str, Any]:
+        """Sizes of the target in the original, in the shrunk view, and in the tightest valid crop."""
+        view = budget.view_size(self.canvas_size)
+        factor = self.canvas_size[0] / view[0]
+        smallest_crop = budget.factor * factor  # a box of the minimum valid side, in original pixels
+        crop_view = budget.view_size((math.ceil(smallest_crop), math.ceil(smallest_crop)))
+        enlarge = crop_view[0] / smallest_crop
+        return {
+            "canvas": self.canvas_size,
+            "view": view,
+            "view_downsampling": factor,
+            "target_frame_px": {"original": self.target_size, "view": self.target_size / factor, "tight_crop": self.target_size * enlarge},
+            "checker_square_px": {"original": self.checker_square, "view": self.checker_square / factor, "tight_crop": self.checker_square * enlarge},
+            "glyph_stroke_px": {"original": self.glyph_cell, "view": self.glyph_cell / factor, "tight_crop": self.glyph_cell * enlarge},
+            "shape_px": {"original": self.shape_size, "view": self.shape_size / factor, "tight_crop": self.shape_size * enlarge},
+            "checker_hidden_in_view": factor == int(factor) and int(factor) % (2 * self.checker_square) == 0 and self.grid % int(factor) == 0,
+        }
+
+
+def _overlap(a: Sequence[int], b: Sequence[int], margin: int) -> bool:
+    return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
+
+
+class _Renderer:
+    """The zero-argument callable a :class:`Sample` holds: renders its image on demand."""
+
+    def __init__(self, task: SyntheticTask, layout: _Layout) -> None:
+        self.task = task
+        self.layout = layout
+
+    def __call__(self) -> Image.Image:
+        return render_layout(self.task, self.layout)
+
+    def __repr__(self) -> str:
+        return f"<synthetic image {self.layout.kind} {self.task.canvas_size}>"
+
+
+def render_layout(task: SyntheticTask, layout: _Layout) -> Image.Image:
+    """Draw one sample: background, clutter, then the target(s)."""
+    width, height = task.canvas_size
+    image = Image.new("RGB", (width, height), layout.background)
+    draw = ImageDraw.Draw(image)
+    rng = np.random.default_rng(layout.clutter_seed)
+    keep_out = [(b[0] - task.target_size, b[1] - task.target_size, b[2] + task.target_size, b[3] + task.target_size) for b in layout.boxes]
+    _draw_clutter(task, draw, rng, keep_out)
+    if layout.kind == "relative_position":
+        for box, shape in zip(layout.boxes, layout.shapes):
+            _draw_shape(draw, _center(box), task.shape_size, shape, PAIR_COLOR)
+        return image
+    box = layout.boxes[0]
+    _draw_frame(draw, box, task.grid)
+    inner = (box[0] + task.grid, box[1] + task.grid, box[2] - task.grid, box[3] - task.grid)
+    if layout.kind == "colour":
+        _draw_checker(image, inner, COLOUR_PAIRS[layout.answer_value], task.checker_square)
+    elif layout.kind == "glyph":
+        draw.rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(255, 255, 255))
+        _draw_glyph(draw, _center(box), GLYPHS[layout.answer_value], task.glyph_cell, GLYPH_COLOR)
+    else:
+        draw.rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(255, 255, 255))
+        _draw_shape(draw, _center(box), task.shape_size, layout.answer_value, SHAPE_COLOR)
+    return image
+
+
+def _center(box: Sequence[int]) -> tuple[float, float]:
+    return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+
+
+def _draw_frame(draw: ImageDraw.ImageDraw, box: Sequence[int], thickness: int) -> None:
+    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=FRAME_COLOR, width=thickness)
+
+
+def _draw_checker(image: Image.Image, box: Sequence[int], colours: tuple[tuple[int, int, int], tuple[int, int, int]], square: int) -> None:
+    x1, y1, x2, y2 = box
+    ys, xs = np.mgrid[y1:y2, x1:x2]
+    parity = ((xs // square) + (ys // square)) % 2
+    patch = np.where(parity[..., None] == 0, np.array(colours[0], np.uint8), np.array(colours[1], np.uint8)).astype(np.uint8)
+    image.paste(Image.fromarray(patch, "RGB"), (x1, y1))
+
+
+def _draw_glyph(draw: ImageDraw.ImageDraw, center: tuple[float, float], rows: Sequence[str], cell: int, color: tuple[int, int, int]) -> None:
+    left = round(center[0] - 2.5 * cell)
+    top = round(center[1] - 3.5 * cell)
+    for r, row in enumerate(rows):
+        for c, bit in enumerate(row):
+            if bit == "#":
+                draw.rectangle([left + c * cell, top + r * cell, left + (c + 1) * cell - 1, top + (r + 1) * cell - 1], fill=color)
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, center: tuple[float, float], size: int, shape: str, color: tuple[int, int, int]) -> None:
+    cx, cy = center
+    h = size / 2
+    if shape == "circle":
+        draw.ellipse([cx - h, cy - h, cx + h, cy + h], fill=color)
+    elif shape == "square":
+        draw.rectangle([cx - h * 0.8, cy - h * 0.8, cx + h * 0.8, cy + h * 0.8], fill=color)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - h), (cx + h, cy + h), (cx - h, cy + h)], fill=color)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - h), (cx + h, cy), (cx, cy + h), (cx - h, cy)], fill=color)
+    elif shape == "cross":
+        t = size / 6
+        draw.rectangle([cx - h, cy - t, cx + h, cy + t], fill=color)
+        draw.rectangle([cx - t, cy - h, cx + t, cy + h], fill=color)
+    elif shape == "bar":
+        draw.rectangle([cx - h, cy - size / 8, cx + h, cy + size / 8], fill=color)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+def _draw_clutter(task: SyntheticTask, draw: ImageDraw.ImageDraw, rng: np.random.Generator, keep_out: list[tuple[int, int, int, int]]) -> None:
+    """Solid distractors: large blobs, and small shapes and letters *without* a frame."""
+    width, height = task.canvas_size
+    for _ in range(task.clutter):
+        kind = rng.random()
+        if kind < 0.5:
+            size = int(rng.integers(task.target_size, max(task.target_size + 1, min(width, height) // 8)))
+        else:
+            size = int(rng.integers(task.shape_size, task.shape_size * 2 + 1))
+        x = int(rng.integers(0, width - size))
+        y = int(rng.integers(0, height - size))
+        box = (x, y, x + size, y + size)
+        if any(_overlap(box, zone, 0) for zone in keep_out):
+            continue
+        # Never black (the frame's colour) nor magenta (the relative-position pair).
+        color = tuple(int(v) for v in rng.integers(40, 230, size=3))
+        if kind < 0.3:
+            draw.rectangle([x, y, x + size - 1, y + size - 1], fill=color)
+        elif kind < 0.5:
+            draw.ellipse([x, y, x + size - 1, y + size - 1], fill=color)
+        elif kind < 0.8:
+            _draw_shape(draw, (x + size / 2, y + size / 2), size, SHAPES[int(rng.integers(len(SHAPES)))], color)
+        else:
+            letter = list(GLYPHS)[int(rng.integers(len(GLYPHS)))]
+            _draw_glyph(draw, (x + size / 2, y + size / 2), GLYPHS[letter], max(1, task.glyph_cell), color)
+
+
+def load_synthetic(argument: str = "", **kwargs: Any) -> SyntheticTask:
+    """The ``"synthetic"`` dataset spec: ``SyntheticTask(**dataset_kwargs)``."""
+    if argument:
+        raise ValueError(f"the synthetic dataset takes its settings as dataset_kwargs, not in the spec ('synthetic:{argument}')")
+    return SyntheticTask(**kwargs)

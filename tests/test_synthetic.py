@@ -1,0 +1,105 @@
+"""The built-in synthetic task: determinism, balance, and the hidden-in-the-view property."""
+
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mgpo_env.image_budget import ImageBudget, resize_to_budget
+from mgpo_envs.synthetic import COLOUR_PAIRS, GLYPHS, SyntheticTask, render_layout
+
+
+def test_samples_are_deterministic_and_depend_on_the_seed():
+    a, b, c = SyntheticTask(num_samples=5, seed=1), SyntheticTask(num_samples=5, seed=1), SyntheticTask(num_samples=5, seed=2)
+    for i in range(5):
+        assert a[i].question == b[i].question and a[i].choices == b[i].choices and a[i].target_boxes == b[i].target_boxes
+    assert np.array_equal(np.asarray(a[0].image()), np.asarray(b[0].image()))
+    assert [a[i].target_boxes for i in range(5)] != [c[i].target_boxes for i in range(5)]
+
+
+def test_answers_and_types_are_balanced():
+    task = SyntheticTask(num_samples=400, seed=0)
+    samples = [task[i] for i in range(400)]
+    kinds = Counter(s.category for s in samples)
+    assert set(kinds) == {"colour", "glyph", "shape", "relative_position"} and min(kinds.values()) > 60
+    letters = Counter(s.answer for s in samples if s.category != "relative_position")
+    assert min(letters[letter] for letter in "ABCD") > 40
+    for s in samples:
+        assert s.answer_text == s.metadata["attribute"]
+        assert len(set(s.choices)) == len(s.choices)
+
+
+def test_default_canvas_is_large_and_boxes_lie_inside():
+    task = SyntheticTask(num_samples=30)
+    for i in range(30):
+        sample = task[i]
+        assert max(task.canvas_size) >= 2048
+        for x1, y1, x2, y2 in sample.target_boxes:
+            assert 0 <= x1 < x2 <= task.canvas_size[0] and 0 <= y1 < y2 <= task.canvas_size[1]
+
+
+def _colour_sample(task, wanted_pair):
+    for i in range(len(task)):
+        s = task[i]
+        if s.category == "colour" and s.metadata["attribute"] == wanted_pair:
+            return i, s
+    raise AssertionError("no such sample")
+
+
+def test_checker_colour_is_invisible_in_the_default_view_and_visible_in_a_crop():
+    """Render one layout with each colour pair: the shrunk views must be pixel-identical."""
+    task = SyntheticTask(num_samples=40, seed=3, question_types=("colour",))
+    budget = ImageBudget()
+    _, sample = _colour_sample(task, task[0].metadata["attribute"])
+    layout = sample.image.layout
+    views, crops = [], []
+    for pair in COLOUR_PAIRS:
+        image = render_layout(task, replace(layout, answer_value=pair))
+        views.append(np.asarray(resize_to_budget(image, budget)).astype(int))
+        x1, y1, x2, y2 = (int(v) for v in sample.target_boxes[0])
+        crops.append(np.asarray(resize_to_budget(image.crop((x1 - 40, y1 - 40, x2 + 40, y2 + 40)), budget)).astype(int))
+    assert views[0].shape == (980, 980, 3)
+    for other in views[1:]:
+        assert np.abs(other - views[0]).max() == 0  # no information at all in the view
+    for i in range(len(crops)):
+        for j in range(i + 1, len(crops)):
+            assert np.abs(crops[i] - crops[j]).max() > 200  # the crops differ plainly
+
+
+def test_glyphs_are_a_smudge_in_the_view_but_readable_in_a_crop():
+    task = SyntheticTask(num_samples=40, seed=0, question_types=("glyph",))
+    sample = task[0]
+    layout = sample.image.layout
+    x1, y1, x2, y2 = (int(v) for v in sample.target_boxes[0])
+    differences_view, differences_crop = [], []
+    renders = {letter: render_layout(task, replace(layout, answer_value=letter)) for letter in ("E", "H")}
+    view = {k: np.asarray(resize_to_budget(v)).astype(int)[y1 // 4 : y2 // 4, x1 // 4 : x2 // 4] for k, v in renders.items()}
+    crop = {k: np.asarray(resize_to_budget(v.crop((x1 - 40, y1 - 40, x2 + 40, y2 + 40)))).astype(int) for k, v in renders.items()}
+    # The letters differ in far more pixels, and far more strongly, after cropping.
+    changed_view = (np.abs(view["E"] - view["H"]).max(axis=2) > 60).sum()
+    changed_crop = (np.abs(crop["E"] - crop["H"]).max(axis=2) > 60).sum()
+    assert changed_crop > 50 * max(1, changed_view)
+
+
+def test_describe_scales_reports_the_view_factor():
+    scales = SyntheticTask().describe_scales()
+    assert scales["view"] == (980, 980) and scales["view_downsampling"] == 4.0
+    assert scales["checker_hidden_in_view"] is True
+    assert scales["checker_square_px"]["view"] == 0.5 and scales["checker_square_px"]["tight_crop"] >= 8
+
+
+def test_index_of_and_bad_indices():
+    task = SyntheticTask(num_samples=3, seed=7)
+    assert task.index_of("synthetic-7-2") == 2
+    with pytest.raises(KeyError):
+        task.index_of("synthetic-7-3")
+    with pytest.raises(IndexError):
+        task[3]
+
+
+@pytest.mark.parametrize("kwargs", [{"canvas_size": 100}, {"num_samples": 0}, {"question_types": ("smell",)}, {"num_choices": 5}, {"target_size": 2}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SyntheticTask(**kwargs)
