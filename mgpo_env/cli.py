@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("mgpo_envs.data_check", "validate a dataset spec and summarise it"),
     "train": ("mgpo_agents.train_command", "train a Qwen2.5-VL-family model with MGPO or GRPO"),
     "eval": ("mgpo_agents.eval_command", "evaluate a model on a dataset (greedy by default)"),
-    "report": ("mgpo_agents.report_command", "write a self-contained HTML report of a run"),
+    "report": ("mgpo_env.report", "write a self-contained HTML report of a run or an evaluation"),
 }
 
 
