@@ -146,6 +146,8 @@ class HighResVQAEnv(gym.Env[dict, str]):
         observation_image_shape: ``(height, width)`` of the ``image`` observation canvas.
         image_cache_bytes: decoded originals kept in memory (a GRPO group reuses one).
         max_image_pixels: larger images are refused (decompression bombs).
+        image_store: an :class:`~mgpo_env.image_store.ImageStore` to share between
+            environments (overrides ``image_cache_bytes`` and ``max_image_pixels``).
         max_action_length: the action space's maximum length (longer strings are
             still accepted by ``step``; only the first 20,000 characters are searched for a box).
         render_mode: ``"rgb_array"`` or ``"ansi"``.
@@ -172,6 +174,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         observation_image_shape: tuple[int, int] = (1344, 1344),
         image_cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        image_store: Optional[ImageStore] = None,
         max_action_length: int = 65_536,
         render_mode: Optional[str] = None,
         render_max_side: int = 1024,
@@ -200,7 +203,8 @@ class HighResVQAEnv(gym.Env[dict, str]):
         self.render_mode = render_mode
         self.render_max_side = int(render_max_side)
         self.dataset: Sequence[Sample] = resolve_dataset(dataset, **dict(dataset_kwargs or {}))
-        self.images = ImageStore(image_cache_bytes, max_image_pixels=max_image_pixels)
+        # Several envs playing one GRPO group can share one store, so the group decodes once.
+        self.images = image_store if image_store is not None else ImageStore(image_cache_bytes, max_image_pixels=max_image_pixels)
 
         height, width = (int(v) for v in observation_image_shape)
         self.observation_space = spaces.Dict(
