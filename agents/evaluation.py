@@ -1,0 +1,118 @@
+"""Evaluation: greedy episodes over a dataset, accuracy per category and grounding quality.
+
+Grounding is measured where the data has annotated boxes: the *hit rate* is
+the share of episodes whose crop contains the whole annotated box, and the
+IoU compares the crop with it (0 for a missing or invalid box).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import gymnasium as gym
+
+from mgpo_env.geometry import contains, iou
+
+from .rollout import RolloutEngine
+from .trajectory import Trajectory
+
+
+def episode_row(trajectory: Trajectory) -> dict[str, Any]:
+    """One JSON-serialisable result row for an evaluated episode."""
+    info = trajectory.info
+    crop, target = info.get("crop_box"), info.get("target_box")
+    return {
+        "sample_id": info.get("sample_id"),
+        "category": info.get("category"),
+        "reward": trajectory.reward,
+        "correct": bool(info.get("correct")),
+        "answer": info.get("answer"),
+        "box_valid": bool(info.get("box_valid")),
+        "crop_box": list(crop) if crop else None,
+        "target_box": list(target) if target else None,
+        "hit": bool(crop and target and contains(crop, target)),
+        "iou": iou(crop, target) if crop and target else (0.0 if target else None),
+        "visual_tokens": info.get("visual_tokens_total"),
+        "replies": trajectory.replies,
+    }
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy overall and per category, valid-box rate, hit rate and mean IoU."""
+    per_category: dict[str, list[bool]] = defaultdict(list)
+    for row in rows:
+        per_category[str(row["category"])].append(row["correct"])
+    with_target = [r for r in rows if r["target_box"] is not None]
+    n = max(len(rows), 1)
+    return {
+        "episodes": len(rows),
+        "accuracy": sum(r["correct"] for r in rows) / n,
+        "accuracy_per_category": {k: sum(v) / len(v) for k, v in sorted(per_category.items())},
+        "valid_box_rate": sum(r["box_valid"] for r in rows) / n,
+        "hit_rate": sum(r["hit"] for r in with_target) / len(with_target) if with_target else float("nan"),
+        "mean_iou": sum(r["iou"] for r in with_target) / len(with_target) if with_target else float("nan"),
+        "annotated_episodes": len(with_target),
+    }
+
+
+def evaluate(
+    engine: RolloutEngine,
+    indices: Sequence[int],
+    *,
+    batch_questions: int = 16,
+    greedy: bool = True,
+    output: Optional[Path] = None,
+    on_episode_end: Optional[Callable[[gym.Env, Trajectory], None]] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Play one episode per index (greedy by default) and summarise; rows go to ``output`` JSONL."""
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    handle = open(output, "w") if output is not None else None
+    try:
+        with tqdm(total=len(indices), desc="eval", disable=not progress, dynamic_ncols=True) as bar:
+            for start in range(0, len(indices), batch_questions):
+                chunk = list(indices[start : start + batch_questions])
+                result = engine.run(chunk, group_size=1, greedy=greedy, step=0, group_offset=start, on_episode_end=on_episode_end)
+                for trajectory in result.trajectories:
+                    row = episode_row(trajectory)
+                    rows.append(row)
+                    if handle is not None:
+                        handle.write(json.dumps(row) + "\n")
+                        handle.flush()
+                bar.update(len(chunk))
+    finally:
+        if handle is not None:
+            handle.close()
+    return summarise(rows)
+
+
+def evaluate_trainer(trainer: Any, label: str) -> dict[str, Any]:
+    """Evaluate a trainer's current policy on its config's evaluation set (greedy)."""
+    from mgpo_env.datasets import resolve_dataset
+    from mgpo_env.image_store import ImageStore
+
+    from .trainer import env_factory
+
+    config = trainer.config
+    dataset = resolve_dataset(config.eval_dataset, **config.eval_dataset_kwargs)
+    engine = RolloutEngine(
+        trainer.accelerator.unwrap_model(trainer.model),
+        trainer.processor,
+        env_factory(config, dataset, ImageStore()),
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
+    count = min(len(dataset), config.eval_samples) if config.eval_samples else len(dataset)
+    trainer.model.eval()
+    out_dir = Path(config.output_dir) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = evaluate(engine, list(range(count)), output=out_dir / f"{label}-step{trainer.step}.jsonl", progress=False)
+    summary.update(step=trainer.step, label=label)
+    with open(out_dir / "summary.jsonl", "a") as f:
+        f.write(json.dumps(summary) + "\n")
+    return summary

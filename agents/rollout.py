@@ -1,0 +1,252 @@
+"""Rollouts: G episodes per question, generation batched across groups and questions.
+
+For each question of a step, G environments are reset on the same sample (they
+share one decoded image). Each turn, every unfinished episode's trajectory so
+far is generated in one batch (left-padded; the images of all rows concatenated
+in row order), each reply is handed to its environment as text, and the
+environment's next message is appended as ids (see :mod:`mgpo_agents.trajectory`).
+The rollout ends when every environment has terminated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import gymnasium as gym
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from .qwen_processor import mm_token_type_ids
+from .sampling import RowSeededSampler, row_seed
+from .trajectory import ConversationTokenizer, Segment, Trajectory, template_drift
+
+
+class LogprobRecorder(LogitsProcessor):
+    """Records the log-probability of each token ``generate`` picks, under ``softmax(logits / T)``.
+
+    It keeps only the previous step's log-softmax rows: the token chosen at step
+    t is visible at step t + 1 as the last input id, and the final one is read
+    from the returned sequences by :meth:`finish`.
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = temperature
+        self.previous: Optional[torch.Tensor] = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, sequences: torch.LongTensor) -> torch.Tensor:
+        """(batch, new_tokens) log-probs of the generated tokens."""
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, sequences[:, -1:]).squeeze(1))
+            self.previous = None
+        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(sequences.shape[0], 0)
+
+
+@dataclass
+class RolloutTimes:
+    generation: float = 0.0
+    environment: float = 0.0
+    tokenization: float = 0.0
+
+
+@dataclass
+class RolloutResult:
+    trajectories: list[Trajectory]
+    times: RolloutTimes
+    drift: list[int] = field(default_factory=list)  # per trajectory, when checked
+
+
+class RolloutEngine:
+    """Plays groups of episodes with a model.
+
+    Args:
+        model: a Qwen2.5-VL-family ``...ForConditionalGeneration`` (possibly wrapped by peft).
+        processor: its processor (see :func:`mgpo_agents.qwen_processor.load_processor`).
+        make_env: a zero-argument callable returning a fresh environment; the engine
+            keeps a pool of them and reuses it across steps.
+        max_new_tokens: the most tokens of one reply.
+        temperature, top_p: sampling settings (ignored when ``greedy``).
+        generation_batch_size: rows generated together (0: all unfinished episodes at once).
+        seed: base seed; each rollout's sampling seed mixes in (step, question, rollout, turn).
+        extra_logits_processors: ``f(trajectories, turn) -> [LogitsProcessor, ...]`` applied
+            after sampling noise, e.g. for constrained decoding; they see the batch's rows in
+            the order of ``trajectories``. Log-probs are always recorded from the raw logits.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        make_env: Callable[[], gym.Env],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generation_batch_size: int = 0,
+        seed: int = 0,
+        extra_logits_processors: Optional[Callable[[Sequence[Trajectory], int], list[LogitsProcessor]]] = None,
+    ) -> None:
+        self.extra_logits_processors = extra_logits_processors
+        self.model = model
+        self.processor = processor
+        self.tokens = ConversationTokenizer(processor)
+        self.make_env = make_env
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generation_batch_size = generation_batch_size
+        self.seed = seed
+        self.envs: list[gym.Env] = []
+        tokenizer = processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.end_of_turn_id
+        stop = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        stop_ids = set(stop if isinstance(stop, list) else [stop] if stop is not None else [])
+        stop_ids.add(self.tokens.end_of_turn_id)
+        self.stop_ids = sorted(stop_ids)
+
+    def _env(self, slot: int) -> gym.Env:
+        while len(self.envs) <= slot:
+            self.envs.append(self.make_env())
+        return self.envs[slot]
+
+    @torch.no_grad()
+    def run(
+        self,
+        sample_indices: Sequence[int],
+        *,
+        group_size: int,
+        step: int = 0,
+        group_offset: int = 0,
+        greedy: bool = False,
+        check_drift: bool = False,
+        on_episode_end: Optional[Callable[[gym.Env, Trajectory], None]] = None,
+    ) -> RolloutResult:
+        """Play ``group_size`` episodes on each sample of ``sample_indices``.
+
+        ``group_offset`` is the index of the first question within the whole step
+        (across processes), so that sampling seeds do not depend on how a step's
+        questions are split between processes.
+        """
+        times = RolloutTimes()
+        trajectories: list[Trajectory] = []
+        envs: list[gym.Env] = []
+        started = time.perf_counter()
+        for group, index in enumerate(sample_indices):
+            prompt = None
+            for rollout in range(group_size):
+                env = self._env(len(envs))
+                env.reset(options={"index": int(index)})
+                envs.append(env)
+                trajectory = Trajectory(group=group_offset + group, rollout=rollout, sample_index=int(index))
+                if prompt is None:  # one rendering serves the whole group: the prompt is the same
+                    t0 = time.perf_counter()
+                    prompt = self.tokens.prompt(env.unwrapped.chat_messages())
+                    times.tokenization += time.perf_counter() - t0
+                trajectory.segments.append(Segment(prompt["input_ids"][0].tolist(), generated=False))
+                trajectory.add_images(prompt.get("pixel_values"), prompt.get("image_grid_thw"))
+                trajectories.append(trajectory)
+        times.environment += time.perf_counter() - started - times.tokenization
+
+        active = list(range(len(trajectories)))
+        turn = 0
+        while active:
+            batch_size = self.generation_batch_size or len(active)
+            replies: dict[int, tuple[list[int], list[float]]] = {}
+            for start in range(0, len(active), batch_size):
+                rows = active[start : start + batch_size]
+                t0 = time.perf_counter()
+                replies.update(zip(rows, self._generate([trajectories[i] for i in rows], step, turn, greedy)))
+                times.generation += time.perf_counter() - t0
+            still_active = []
+            for i in active:
+                trajectory, env = trajectories[i], envs[i]
+                ids, logprobs = replies[i]
+                ended_properly = bool(ids) and ids[-1] in self.stop_ids
+                trajectory.truncated_replies += int(not ended_properly)
+                trajectory.segments.append(Segment(ids, generated=True, logprobs=logprobs))
+                text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+                trajectory.replies.append(text)
+                t0 = time.perf_counter()
+                before = len(env.unwrapped.chat_messages())
+                _, reward, terminated, truncated, info = env.step(text)
+                times.environment += time.perf_counter() - t0
+                if terminated or truncated:
+                    trajectory.reward = float(reward)
+                    trajectory.info = dict(info)
+                    if on_episode_end is not None:
+                        on_episode_end(env, trajectory)
+                    continue
+                t0 = time.perf_counter()
+                segment = self.tokens.environment_segment(env.unwrapped.chat_messages(), before + 1)
+                times.tokenization += time.perf_counter() - t0
+                env_ids = segment["input_ids"][0].tolist()
+                if not ended_properly:
+                    # The reply was cut at max_new_tokens: close the turn the way the template
+                    # would, with an end-of-turn token the model did not generate (mask 0).
+                    env_ids = [self.tokens.end_of_turn_id] + env_ids
+                trajectory.segments.append(Segment(env_ids, generated=False))
+                trajectory.add_images(segment.get("pixel_values"), segment.get("image_grid_thw"))
+                still_active.append(i)
+            active = still_active
+            turn += 1
+
+        drift: list[int] = []
+        if check_drift:
+            t0 = time.perf_counter()
+            for trajectory, env in zip(trajectories, envs):
+                drift.append(template_drift(trajectory, self.tokens.full_conversation_ids(env.unwrapped.chat_messages())))
+            times.tokenization += time.perf_counter() - t0
+        return RolloutResult(trajectories, times, drift)
+
+    def _generate(self, trajectories: Sequence[Trajectory], step: int, turn: int, greedy: bool) -> list[tuple[list[int], list[float]]]:
+        """One reply for each trajectory: (ids up to and including the stop token, their log-probs)."""
+        model_device = next(self.model.parameters()).device
+        sequences = [t.input_ids for t in trajectories]
+        width = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):  # left padding: every row's next token is at the same column
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids.to(model_device),
+            "attention_mask": attention_mask.to(model_device),
+            "mm_token_type_ids": mm_token_type_ids(input_ids, self.tokens.image_token_id).to(model_device),
+        }
+        pixel_values = [p for t in trajectories for p in t.pixel_values]
+        if pixel_values:
+            dtype = next(self.model.parameters()).dtype
+            inputs["pixel_values"] = torch.cat(pixel_values).to(model_device, dtype)
+            inputs["image_grid_thw"] = torch.cat([g for t in trajectories for g in t.image_grid_thw]).to(model_device)
+        temperature = 1.0 if greedy else self.temperature
+        recorder = LogprobRecorder(temperature)
+        processors = LogitsProcessorList([recorder])
+        if not greedy:
+            seeds = [row_seed(self.seed, step, t.group, t.rollout, turn) for t in trajectories]
+            processors.append(RowSeededSampler(seeds, self.temperature, self.top_p))
+        if self.extra_logits_processors is not None:
+            processors.extend(self.extra_logits_processors(trajectories, turn))
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
+        )
+        output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
+        new = output.sequences[:, width:].cpu()
+        logprobs = recorder.finish(output.sequences).cpu()
+        results = []
+        for row in range(new.shape[0]):
+            ids = new[row].tolist()
+            end = next((k + 1 for k, token in enumerate(ids) if token in self.stop_ids), len(ids))
+            results.append((ids[:end], logprobs[row, :end].tolist()))
+        return results

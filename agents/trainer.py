@@ -1,0 +1,528 @@
+"""The MGPO trainer: rollouts on HighResVQA-v0, the MGPO loss, checkpoints and logs.
+
+One optimisation step:
+
+1. take the step's questions (a seeded permutation per epoch, so a resumed run
+   sees the same order), split between processes;
+2. play G episodes per question (:class:`~mgpo_agents.rollout.RolloutEngine`);
+3. group-relative advantages from the binary rewards;
+4. log-probs under the rollout policy (``pi_old``) and the frozen reference;
+5. for each mini-batch: accumulate the token-mean MGPO loss over micro-batches,
+   clip the gradient norm, take an AdamW step;
+6. log metrics (JSONL, TensorBoard, progress bar) and write a checkpoint when due.
+
+Multi-process training runs through ``accelerate`` (``accelerate launch``):
+each process plays its share of every mini-batch's questions and DDP averages
+the gradients; the loss is scaled so that the result equals one process doing
+the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import mgpo_env  # noqa: F401  (registers the environment)
+from mgpo_env.datasets import resolve_dataset
+from mgpo_env.image_store import ImageStore
+
+from .config import MGPOConfig
+from .mgpo_loss import group_advantages, mgpo_token_loss, pack, token_logprobs
+from .qwen_processor import load_model, load_processor
+from .rollout import RolloutEngine
+from .trajectory import Trajectory
+
+CHECKPOINT_PREFIX = "step-"
+
+
+def resolve_model_path(config: MGPOConfig, output_dir: Path) -> Path:
+    """The model directory: the configured path, or the tiny model built on first use."""
+    if config.model == "builtin:tiny":
+        path = output_dir / "base_model"
+        if not (path / "config.json").exists():
+            from .tiny_model import build_tiny_qwen25vl
+
+            build_tiny_qwen25vl(path, seed=config.seed)
+        return path
+    path = Path(config.model).expanduser()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"model directory {str(path)!r} has no config.json; give a local Qwen2.5-VL-family model folder "
+            "(nothing is downloaded) or 'builtin:tiny'"
+        )
+    return path
+
+
+def env_factory(config: MGPOConfig, dataset: Any, store: ImageStore, *, protocol: Optional[str] = None) -> Callable[[], gym.Env]:
+    """A callable making environments that share one dataset object and one image store."""
+    kwargs = dict(config.env_kwargs)
+    kwargs.update(
+        dataset=dataset,
+        protocol=protocol or config.protocol,
+        max_turns=config.max_turns,
+        min_pixels=config.min_pixels,
+        max_pixels=config.max_pixels,
+        box_frame=config.box_frame,
+        image_store=store,
+    )
+    return lambda: gym.make("mgpo/HighResVQA-v0", **kwargs)
+
+
+def step_questions(step: int, prompts_per_step: int, dataset_size: int, seed: int) -> list[int]:
+    """The dataset indices of a step's questions: consecutive slices of one seeded permutation per epoch."""
+    indices = []
+    for j in range(prompts_per_step):
+        position = step * prompts_per_step + j
+        epoch, offset = divmod(position, dataset_size)
+        indices.append(int(np.random.default_rng([seed, epoch]).permutation(dataset_size)[offset]))
+    return indices
+
+
+def rank_share(num_groups: int, mini_batch: int, world: int, rank: int) -> list[int]:
+    """Which of a step's question slots a process plays: an equal share of every mini-batch."""
+    per_rank = mini_batch // world
+    return [g for g in range(num_groups) if (g % mini_batch) // per_rank == rank]
+
+
+class MGPOTrainer:
+    """Trains a Qwen2.5-VL-family model with MGPO (or the single-turn GRPO baseline).
+
+    Args:
+        config: every hyperparameter (:class:`~mgpo_agents.config.MGPOConfig`).
+        accelerator: an ``accelerate.Accelerator``; one is made if not given.
+    """
+
+    def __init__(self, config: MGPOConfig, accelerator: Any = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        if accelerator is None:
+            plugin = FullyShardedDataParallelPlugin() if config.distributed == "fsdp" else None
+            accelerator = Accelerator(cpu=not torch.cuda.is_available(), fsdp_plugin=plugin)
+        self.accelerator = accelerator
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        if config.prompts_per_step % self.world or config.mini_batch_prompts % self.world:
+            raise ValueError(
+                f"prompts_per_step ({config.prompts_per_step}) and mini_batch_prompts ({config.mini_batch_prompts}) "
+                f"must be multiples of the number of processes ({self.world})"
+            )
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        _seed_everything(config.seed)
+
+        model_path = resolve_model_path(config, self.output_dir) if accelerator.is_main_process else None
+        accelerator.wait_for_everyone()
+        model_path = resolve_model_path(config, self.output_dir)
+        self.model_path = model_path
+        dtype = _dtype(config.dtype, accelerator.device)
+        self.processor = load_processor(model_path, trust_remote_code=config.trust_remote_code)
+        model = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
+        self.reference = None
+        if config.lora_rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
+            )
+            model = get_peft_model(model, lora)  # the reference is the base model: adapters disabled
+        elif config.kl_coef > 0:
+            self.reference = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
+            self.reference.requires_grad_(False).eval().to(accelerator.device)
+        model.to(accelerator.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+
+        self.dataset = resolve_dataset(config.dataset, **config.dataset_kwargs)
+        self.images = ImageStore()
+        self.engine = RolloutEngine(
+            self.accelerator.unwrap_model(self.model),
+            self.processor,
+            env_factory(config, self.dataset, self.images),
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            generation_batch_size=config.generation_batch_size,
+            seed=config.seed,
+        )
+        tokenizer = self.processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.engine.tokens.end_of_turn_id
+        self.step = 0
+        self.episode_store: Any = None
+        if config.save_rollouts_every > 0 and accelerator.is_main_process:
+            from mgpo_env.episode_store import EpisodeStore
+
+            self.episode_store = EpisodeStore(self.output_dir / "episodes")
+
+    # ---------------------------------------------------------------- training
+    def train(self, steps: Optional[int] = None, *, progress: bool = True) -> list[dict[str, Any]]:
+        """Run until ``steps`` (default ``config.steps``) steps are done; returns this call's metrics."""
+        from tqdm.auto import tqdm
+
+        total = self.config.steps if steps is None else steps
+        history = []
+        writer = self._tensorboard()
+        bar = tqdm(total=total, initial=self.step, desc="MGPO" if self.config.protocol != "single_turn" else "GRPO", disable=not (progress and self.accelerator.is_main_process), dynamic_ncols=True)
+        if self.accelerator.is_main_process:
+            self.config.save(self.output_dir / "config.json")
+        while self.step < total:
+            metrics = self.train_step()
+            history.append(metrics)
+            if self.accelerator.is_main_process:
+                with open(self.output_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if writer is not None:
+                    for key, value in metrics.items():
+                        if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
+                            writer.add_scalar(f"train/{key}", value, metrics["step"])
+                    writer.flush()
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", valid_box=f"{metrics['valid_box_rate']:.2f}", kl=f"{metrics['kl']:.3f}")
+            if self.step % self.config.save_every == 0 or self.step == total:
+                self.save_checkpoint()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if self.accelerator.is_main_process and (self.output_dir / "metrics.jsonl").exists():
+            from .plots import plot_metrics
+
+            plot_metrics(self.output_dir / "metrics.jsonl", self.output_dir / "curves.png")
+        return history
+
+    def train_step(self) -> dict[str, Any]:
+        config = self.config
+        started = time.perf_counter()
+        questions = step_questions(self.step, config.prompts_per_step, len(self.dataset), config.seed)
+        mine = rank_share(len(questions), config.mini_batch_prompts, self.world, self.rank)
+
+        # ---- rollouts (no gradients)
+        self.model.eval()
+        times = {"generation": 0.0, "environment": 0.0, "tokenization": 0.0}
+        save_now = self.episode_store is not None and (self.step + 1) % config.save_rollouts_every == 0
+        result = self._rollouts(questions, mine, save_now)
+        trajectories = result.trajectories
+        times["generation"] += result.times.generation
+        times["environment"] += result.times.environment
+        times["tokenization"] += result.times.tokenization
+        drift = result.drift
+
+        # ---- advantages
+        rewards = torch.tensor([t.reward for t in trajectories])
+        groups = torch.tensor([t.group for t in trajectories])
+        advantages, flat_groups = group_advantages(rewards, groups, config.advantage_eps)
+
+        # ---- learning
+        learn_started = time.perf_counter()
+        stats = self._optimise(trajectories, advantages, mine)
+        times["learning"] = time.perf_counter() - learn_started
+        self.step += 1
+        metrics = self._metrics(trajectories, rewards, flat_groups, stats, times, drift)
+        metrics["step_time"] = time.perf_counter() - started
+        return metrics
+
+    def _rollouts(self, questions: list[int], mine: list[int], save_now: bool) -> Any:
+        """Play this process's questions; each group keeps its global slot index for seeding."""
+        # Consecutive runs of global slots are played in one batch (all of them on one process).
+        runs: list[list[int]] = []
+        for g in mine:
+            if runs and runs[-1][-1] == g - 1:
+                runs[-1].append(g)
+            else:
+                runs.append([g])
+        combined = None
+        for run in runs:
+            result = self.engine.run(
+                [questions[g] for g in run],
+                group_size=self.config.group_size,
+                step=self.step,
+                group_offset=run[0],
+                check_drift=self.config.check_token_drift,
+                on_episode_end=self._store_episode if save_now else None,
+            )
+            if combined is None:
+                combined = result
+            else:
+                combined.trajectories += result.trajectories
+                combined.drift += result.drift
+                combined.times.generation += result.times.generation
+                combined.times.environment += result.times.environment
+                combined.times.tokenization += result.times.tokenization
+        return combined
+
+    def _store_episode(self, env: gym.Env, trajectory: Trajectory) -> None:
+        from mgpo_env.episode_store import record_from_env
+
+        self.episode_store.add(record_from_env(env, step=self.step, split="train", extra={"group": trajectory.group, "rollout": trajectory.rollout}))
+
+    def _logprobs(self, model: Any, trajectories: list[Trajectory], with_entropy: bool, grad: bool) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
+        """Per-trajectory generated-token log-probs (and entropies), in micro-batches."""
+        out_logp, out_ent = [], []
+        size = self.config.micro_batch_size
+        dtype = next(self.accelerator.unwrap_model(self.model).parameters()).dtype
+        with torch.set_grad_enabled(grad):
+            for start in range(0, len(trajectories), size):
+                chunk = trajectories[start : start + size]
+                batch = pack(chunk, self.pad_id, self.engine.tokens.image_token_id, self.accelerator.device, dtype)
+                logp, ent = token_logprobs(model, batch, self.config.temperature, with_entropy)
+                for row in range(len(chunk)):
+                    selected = batch.token_rows == row
+                    out_logp.append(logp[selected])
+                    out_ent.append(ent[selected] if ent is not None else None)
+        return out_logp, out_ent
+
+    def _reference_logprobs(self, trajectories: list[Trajectory]) -> list[Optional[torch.Tensor]]:
+        if self.config.kl_coef <= 0:
+            return [None] * len(trajectories)
+        if self.reference is not None:
+            return self._logprobs(self.reference, trajectories, False, False)[0]
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        with unwrapped.disable_adapter():  # LoRA: the reference is the base model
+            return self._logprobs(self.model, trajectories, False, False)[0]
+
+    def _optimise(self, trajectories: list[Trajectory], advantages: torch.Tensor, mine: list[int]) -> dict[str, float]:
+        config = self.config
+        per_rank_mb = config.mini_batch_prompts // self.world
+        groups_in_order = sorted({t.group for t in trajectories})
+        mini_batches = [groups_in_order[i : i + per_rank_mb] for i in range(0, len(groups_in_order), per_rank_mb)]
+        single_update = config.ppo_epochs == 1 and len(mini_batches) == 1
+        self.model.eval()  # no dropout in the log-prob passes: rollout and training see the same model
+        ref_logp = self._reference_logprobs(trajectories)
+        old_logp = None if single_update else self._logprobs(self.model, trajectories, False, False)[0]
+        by_group: dict[int, list[int]] = {}
+        for i, t in enumerate(trajectories):
+            by_group.setdefault(t.group, []).append(i)
+        totals = {"policy": 0.0, "kl": 0.0, "entropy": 0.0, "clipped": 0.0, "tokens": 0.0, "grad_norm": 0.0, "updates": 0.0}
+        for epoch in range(config.ppo_epochs):
+            for mb_groups in mini_batches:
+                rows = [i for g in mb_groups for i in by_group[g]]
+                local_tokens = sum(sum(trajectories[i].loss_mask) for i in rows)
+                global_tokens = self.accelerator.reduce(torch.tensor(float(local_tokens), device=self.accelerator.device), reduction="sum").item()
+                # DDP averages gradients over processes; multiplying by their number turns
+                # that average back into the sum, so the result is the global token-mean.
+                normaliser = max(global_tokens, 1.0) / self.world
+                size = config.micro_batch_size
+                chunks = [rows[k : k + size] for k in range(0, len(rows), size)]
+                for c, chunk in enumerate(chunks):
+                    sync = c == len(chunks) - 1
+                    context = self.accelerator.no_sync(self.model) if not sync else _nullcontext()
+                    with context:
+                        logp, ent = self._logprobs(self.model, [trajectories[i] for i in chunk], True, True)
+                        logp_cat = torch.cat(logp)
+                        old = torch.cat([old_logp[i] for i in chunk]) if old_logp is not None else logp_cat.detach()
+                        ref = torch.cat([ref_logp[i] for i in chunk]) if ref_logp[0] is not None else None
+                        adv = torch.cat([advantages[i].expand(len(logp[k])) for k, i in enumerate(chunk)]).to(logp_cat.device)
+                        terms = mgpo_token_loss(
+                            logp_cat,
+                            old,
+                            ref,
+                            torch.cat(ent),  # type: ignore[arg-type]
+                            adv,
+                            clip_ratio=config.clip_ratio,
+                            kl_coef=config.kl_coef,
+                            entropy_coef=config.entropy_coef,
+                            normaliser=normaliser,
+                        )
+                        self.accelerator.backward(terms.loss)
+                    for key in ("policy", "kl", "entropy", "clipped"):
+                        totals[key] += float(getattr(terms, key))
+                    totals["tokens"] += terms.tokens
+                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                totals["grad_norm"] += float(grad_norm)
+                totals["updates"] += 1
+        tokens = max(totals["tokens"], 1.0)
+        return {
+            "policy_loss": totals["policy"] / tokens,
+            "kl": totals["kl"] / tokens,
+            "entropy": totals["entropy"] / tokens,
+            "clip_fraction": totals["clipped"] / tokens,
+            "grad_norm": totals["grad_norm"] / max(totals["updates"], 1.0),
+            "updates": totals["updates"],
+        }
+
+    def _metrics(self, trajectories: list[Trajectory], rewards: torch.Tensor, flat_groups: int, stats: dict[str, float], times: dict[str, float], drift: list[int]) -> dict[str, Any]:
+        from mgpo_env.geometry import box_area, contains, iou
+
+        infos = [t.info for t in trajectories]
+        grounded = [i for i in infos if i.get("protocol") != "single_turn"]
+        valid = [bool(i.get("box_valid")) for i in grounded]
+        crop_fraction = [
+            box_area(i["crop_box"]) / (i["original_image_size"][0] * i["original_image_size"][1]) for i in grounded if i.get("crop_box")
+        ]
+        with_target = [i for i in grounded if i.get("target_box") is not None]
+        hits = [bool(i.get("crop_box")) and contains(i["crop_box"], i["target_box"]) for i in with_target]
+        ious = [iou(i["crop_box"], i["target_box"]) if i.get("crop_box") else 0.0 for i in with_target]
+        lengths = [t.reply_lengths() for t in trajectories]
+        local = {
+            "reward_sum": float(rewards.sum()),
+            "episodes": float(len(trajectories)),
+            "correct": float(sum(bool(i.get("correct")) for i in infos)),
+            "valid": float(sum(valid)),
+            "grounded": float(len(grounded)),
+            "crop_fraction_sum": float(sum(crop_fraction)),
+            "crops": float(len(crop_fraction)),
+            "hits": float(sum(hits)),
+            "iou_sum": float(sum(ious)),
+            "with_target": float(len(with_target)),
+            "visual_tokens_sum": float(sum(i.get("visual_tokens_total", 0) for i in infos)),
+            "reply1_sum": float(sum(l[0] for l in lengths if l)),
+            "reply2_sum": float(sum(l[1] for l in lengths if len(l) > 1)),
+            "reply2_count": float(sum(1 for l in lengths if len(l) > 1)),
+            "truncated": float(sum(t.truncated_replies for t in trajectories)),
+            "flat_groups": float(flat_groups),
+            "drift_sum": float(sum(drift)),
+            "drift_rows": float(sum(1 for d in drift if d)),
+            "drift_count": float(len(drift)),
+        }
+        keys = sorted(local)
+        summed = self.accelerator.reduce(torch.tensor([local[k] for k in keys], dtype=torch.float64, device=self.accelerator.device), reduction="sum")
+        g = dict(zip(keys, summed.tolist()))
+
+        def ratio(a: str, b: str) -> float:
+            return g[a] / g[b] if g[b] else float("nan")
+
+        metrics = {
+            "step": self.step,
+            "reward_mean": ratio("reward_sum", "episodes"),
+            "accuracy": ratio("correct", "episodes"),
+            "valid_box_rate": ratio("valid", "grounded"),
+            "mean_crop_fraction": ratio("crop_fraction_sum", "crops"),
+            "hit_rate": ratio("hits", "with_target"),
+            "mean_iou": ratio("iou_sum", "with_target"),
+            "visual_tokens_per_episode": ratio("visual_tokens_sum", "episodes"),
+            "reply1_tokens": ratio("reply1_sum", "episodes"),
+            "reply2_tokens": ratio("reply2_sum", "reply2_count"),
+            "truncated_replies": g["truncated"],
+            "zero_advantage_groups": int(g["flat_groups"]),
+            "groups": self.config.prompts_per_step,
+            "time_generation": times["generation"],
+            "time_environment": times["environment"] + times["tokenization"],
+            "time_learning": times["learning"],
+        }
+        metrics.update(stats)
+        if self.config.check_token_drift:
+            metrics["token_drift_mean"] = ratio("drift_sum", "drift_count")
+            metrics["token_drift_rate"] = ratio("drift_rows", "drift_count")
+        return metrics
+
+    def _tensorboard(self) -> Any:
+        if not (self.config.tensorboard and self.accelerator.is_main_process):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed: JSONL is still written
+            return None
+        return SummaryWriter(str(self.output_dir / "tensorboard"))
+
+    # ------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Optional[Path]:
+        """Write ``checkpoints/step-N`` atomically (a temp folder renamed when complete)."""
+        self.accelerator.wait_for_everyone()
+        state = self.accelerator.get_state_dict(self.model)
+        optimizer_state = self.optimizer.state_dict()
+        if not self.accelerator.is_main_process:
+            return None
+        root = self.output_dir / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"{CHECKPOINT_PREFIX}{self.step:06d}"
+        temporary = root / f".{final.name}.tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        unwrapped.save_pretrained(temporary, state_dict=state, safe_serialization=True)
+        self.processor.save_pretrained(temporary)
+        torch.save(optimizer_state, temporary / "optimizer.pt")
+        torch.save(_rng_state(), temporary / "rng.pt")
+        (temporary / "trainer_state.json").write_text(json.dumps({"step": self.step, "base_model": str(self.model_path)}, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        checkpoints = sorted(p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
+        for old in checkpoints[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: Optional[Path] = None) -> Path:
+        """Restore weights, optimiser, RNG and step from ``path`` (default: the latest checkpoint)."""
+        path = Path(path) if path is not None else latest_checkpoint(self.output_dir)
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint under {self.output_dir / 'checkpoints'} to resume from")
+        from safetensors.torch import load_file
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if (path / "adapter_model.safetensors").exists():
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(unwrapped, load_file(str(path / "adapter_model.safetensors")))
+        else:
+            state = {}
+            for shard in sorted(path.glob("*.safetensors")):
+                state.update(load_file(str(shard)))
+            missing, unexpected = unwrapped.load_state_dict(state, strict=False)
+            real_missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
+            if real_missing or unexpected:
+                raise RuntimeError(f"checkpoint {path} does not match the model: missing {real_missing[:5]}, unexpected {unexpected[:5]}")
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.accelerator.device, weights_only=False))
+        _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+        self.step = int(json.loads((path / "trainer_state.json").read_text())["step"])
+        return path
+
+
+def latest_checkpoint(output_dir: Path) -> Optional[Path]:
+    root = Path(output_dir) / "checkpoints"
+    if not root.exists():
+        return None
+    checkpoints = sorted(p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists())
+    return checkpoints[-1] if checkpoints else None
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: Any) -> None:
+        return None
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
