@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The main job: MGPO on the built-in synthetic task with the tiny model (minutes on 2 cores).
 run: $(STAMP)
-	$(VENV)/bin/mgpo demo
+	rm -rf outputs/train
+	$(VENV)/bin/mgpo train --preset tiny-cpu --output outputs/train
 
 test: $(STAMP)
 	$(PY) -m pytest -q

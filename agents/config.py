@@ -76,6 +76,11 @@ class MGPOConfig:
     kl_coef: float = _help("Weight of the KL penalty to the frozen reference model (k3 estimator); 0 drops the reference.", default=0.01)
     entropy_coef: float = _help("Weight of the entropy bonus.", default=0.001)
     advantage_eps: float = _help("Epsilon in (r - mean) / (std + eps).", default=1e-6)
+    lm_head_at_loss_positions: bool = _help(
+        "Project only the hidden states that predict generated tokens onto the vocabulary (much less memory "
+        "with a 151K vocabulary). Off: full logits, then select.",
+        default=True,
+    )
 
     # -------------------------------------------------------------- optimiser
     learning_rate: float = _help("AdamW learning rate (constant).", default=1e-6)

@@ -101,15 +101,22 @@ def pack(trajectories: Sequence[Trajectory], pad_id: int, image_token_id: int, d
     return PackedBatch(inputs, predicts_generated.to(device), input_ids[generated].to(device), rows[generated].to(device))
 
 
-def token_logprobs(model: Any, batch: PackedBatch, temperature: float = 1.0, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_logprobs(
+    model: Any, batch: PackedBatch, temperature: float = 1.0, with_entropy: bool = False, full_logits: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropies) of the generated tokens, LM head at those positions only.
 
     ``logits_to_keep`` with a boolean (B, L) mask makes the model project just the
     selected hidden states onto the vocabulary, which is what keeps a 151K-token
-    vocabulary affordable.
+    vocabulary affordable. ``full_logits=True`` computes every position's logits
+    and selects afterwards (the usual way; kept for comparison and benchmarks).
     """
-    output = model(**batch.inputs, logits_to_keep=batch.predicts_generated, use_cache=False)
-    logits = output.logits.float() / temperature  # (N, vocab)
+    if full_logits:
+        output = model(**batch.inputs, use_cache=False)
+        logits = output.logits[batch.predicts_generated].float() / temperature
+    else:
+        output = model(**batch.inputs, logits_to_keep=batch.predicts_generated, use_cache=False)
+        logits = output.logits.float() / temperature  # (N, vocab)
     log_probs = torch.log_softmax(logits, dim=-1)
     chosen = log_probs.gather(1, batch.targets.unsqueeze(1)).squeeze(1)
     entropy = -(log_probs.exp() * log_probs).sum(-1) if with_entropy else None

@@ -280,7 +280,7 @@ class MGPOTrainer:
             for start in range(0, len(trajectories), size):
                 chunk = trajectories[start : start + size]
                 batch = pack(chunk, self.pad_id, self.engine.tokens.image_token_id, self.accelerator.device, dtype)
-                logp, ent = token_logprobs(model, batch, self.config.temperature, with_entropy)
+                logp, ent = token_logprobs(model, batch, self.config.temperature, with_entropy, full_logits=not self.config.lm_head_at_loss_positions)
                 for row in range(len(chunk)):
                     selected = batch.token_rows == row
                     out_logp.append(logp[selected])
@@ -472,13 +472,10 @@ class MGPOTrainer:
 
             set_peft_model_state_dict(unwrapped, load_file(str(path / "adapter_model.safetensors")))
         else:
-            state = {}
-            for shard in sorted(path.glob("*.safetensors")):
-                state.update(load_file(str(shard)))
-            missing, unexpected = unwrapped.load_state_dict(state, strict=False)
-            real_missing = [k for k in missing if "lm_head" not in k]  # tied to the embeddings
-            if real_missing or unexpected:
-                raise RuntimeError(f"checkpoint {path} does not match the model: missing {real_missing[:5]}, unexpected {unexpected[:5]}")
+            # Load through transformers, which maps the saved key names back to the module's.
+            saved = load_model(path, dtype=next(unwrapped.parameters()).dtype, trust_remote_code=self.config.trust_remote_code)
+            unwrapped.load_state_dict(saved.state_dict(), strict=True)
+            del saved
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.accelerator.device, weights_only=False))
         _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
         self.step = int(json.loads((path / "trainer_state.json").read_text())["step"])
