@@ -107,6 +107,8 @@ class MGPOTrainer:
         from accelerate.utils import FullyShardedDataParallelPlugin
 
         self.config = config
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
         self.output_dir = Path(config.output_dir)
         if accelerator is None:
             plugin = FullyShardedDataParallelPlugin() if config.distributed == "fsdp" else None

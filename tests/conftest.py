@@ -3,6 +3,13 @@
 import gymnasium as gym
 import pytest
 
+try:  # tiny models: one thread is much faster than two fighting over busy cores
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
+
 import mgpo_env  # noqa: F401  (registers mgpo/HighResVQA-v0)
 
 # A 1024-pixel canvas fits the budget with little shrinking; tests that need the
