@@ -68,7 +68,7 @@ from .geometry import (
     validate_box,
 )
 from .grading import extract_boxed, grade
-from .image_budget import ImageBudget, resize_image
+from .image_budget import ImageBudget, resize_image, resize_region
 from .image_store import DEFAULT_CACHE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageStore
 from .rendering import INVALID_COLOR, PREDICTED_COLOR, TARGET_COLOR, LabelledBox, draw_boxes
 from .sample import Sample, find_sample
@@ -230,6 +230,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         self._answer: Optional[str] = None
         self._view: Optional[ImagePart] = None  # the image the model saw last
         self._original_view: Optional[ImagePart] = None
+        self._canvases: dict[int, tuple[Image.Image, np.ndarray, tuple[int, int]]] = {}
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[dict, dict]:
@@ -245,14 +246,17 @@ class HighResVQAEnv(gym.Env[dict, str]):
         index = self._choose_index(options or {})
         sample = self.dataset[index]
         context = f"sample {sample.sample_id!r} (index {index}): "
-        original = self.images.get(sample.sample_id, sample.image, context=context)
+        # The shrunk original, cached per (sample, budget): a group's G resets compute it once.
+        view, (width, height) = self.images.view(
+            sample.sample_id, sample.image, self.budget, context=context, need_original=self.protocol != "single_turn"
+        )
         self._sample = sample
         self._turn = 0
         self._done = False
         self._correct = None
         self._answer = None
         self._groundings = []
-        self._original_view = self._make_part(original, (0.0, 0.0, float(original.width), float(original.height)), "original")
+        self._original_view = ImagePart(view, (0.0, 0.0, float(width), float(height)), "original")
         self._view = self._original_view
 
         choices = sample.choices or None
@@ -371,8 +375,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
 
     def _make_part(self, original: Image.Image, region: Sequence[float], kind: str) -> ImagePart:
         box = tuple(int(round(v)) for v in region)
-        crop = original if box == (0, 0, original.width, original.height) else original.crop(box)
-        view = resize_image(crop, self.budget.view_size(crop.size))
+        view = resize_region(original, box, self.budget.view_size((box[2] - box[0], box[3] - box[1])))  # type: ignore[arg-type]
         return ImagePart(view, tuple(float(v) for v in box), kind)  # type: ignore[arg-type]
 
     def _render(self, name: str, choices: Optional[Sequence[str]], **extra: Any) -> str:
@@ -382,19 +385,34 @@ class HighResVQAEnv(gym.Env[dict, str]):
     def _image_parts(self) -> list[ImagePart]:
         return [p for m in self._messages for p in m.parts if isinstance(p, ImagePart)]
 
+    def _canvas(self, image: Image.Image) -> np.ndarray:
+        """``image`` top-left in the fixed observation canvas (cached: a GRPO group's
+        resets show the same cached view, and building a canvas is a few MB of copying)."""
+        key = id(image)
+        cached = self._canvases.get(key)
+        if cached is not None and cached[0] is image:
+            return cached[1]
+        height, width = self.observation_space["image"].shape[:2]
+        shown = image
+        if shown.width > width or shown.height > height:
+            scale = min(width / shown.width, height / shown.height)
+            shown = resize_image(shown, (max(1, int(shown.width * scale)), max(1, int(shown.height * scale))))
+        canvas = np.zeros((height, width, 3), dtype=np.uint8)
+        canvas[: shown.height, : shown.width] = np.asarray(shown, dtype=np.uint8)
+        if len(self._canvases) >= 4:
+            self._canvases.pop(next(iter(self._canvases)))
+        # The entry keeps the image alive, so its id cannot be reused by another image.
+        self._canvases[key] = (image, canvas, shown.size)
+        return canvas
+
     def _observation(self) -> dict:
         assert self._view is not None
-        height, width = self.observation_space["image"].shape[:2]
-        image = self._view.image
-        if image.width > width or image.height > height:
-            scale = min(width / image.width, height / image.height)
-            image = resize_image(image, (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-        canvas = np.zeros((height, width, 3), dtype=np.uint8)
-        canvas[: image.height, : image.width] = np.asarray(image, dtype=np.uint8)
+        canvas = self._canvas(self._view.image)
+        size = self._canvases[id(self._view.image)][2]
         history = tuple({"role": m.role, "content": m.text()} for m in self._messages)
         return {
-            "image": canvas,
-            "image_size": np.array([image.width, image.height], dtype=np.int64),
+            "image": canvas.copy(),  # a fresh array: callers may write into their observation
+            "image_size": np.array(size, dtype=np.int64),
             "turn": self._turn,
             "history": history,
         }
