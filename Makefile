@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test install browser clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Debian's chromium and chromedriver for the browser tests (pytest -m browser); needs apt (root or sudo).
+browser: $(STAMP)
+	.ci/install_browser.sh $(VENV)
 
 clean:
 	rm -rf $(VENV) outputs

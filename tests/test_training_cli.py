@@ -22,7 +22,14 @@ FAST = [
 @pytest.mark.slow
 def test_train_then_resume_then_eval_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny-cpu", "--steps", "1", "--output", str(out), "--no-progress", *FAST]) == 0
+    assert main(["train", "--preset", "tiny-cpu", "--steps", "1", "--output", str(out), "--no-progress", "--save-rollouts-every", "1", *FAST]) == 0
+    # The stored rollouts and the metrics make a report.
+    from mgpo_env.episode_store import EpisodeStore
+
+    assert len(list(EpisodeStore(out / "episodes").iter_records())) == 2  # 1 question x 2 rollouts
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html and len(html) > 10_000
     assert (out / "checkpoints" / "step-000001" / "model.safetensors").exists()
     assert json.loads((out / "config.json").read_text())["steps"] == 1
     # A second run into the same folder must be explicit about resuming.
