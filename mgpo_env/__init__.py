@@ -22,6 +22,9 @@ from .highres_vqa import EpisodeFinishedError, HighResVQAEnv, InvalidActionError
 from .image_budget import ImageBudget, fit_size, resize_to_budget
 from .sample import DataError, Sample
 from .templates import PromptTemplates
+from .cropping import crop_to_view
+from .numeric_wrapper import NumericActionWrapper
+from .vector import make_vector_env
 
 __version__ = "0.1.0"
 ENV_ID = "mgpo/HighResVQA-v0"
@@ -42,7 +45,10 @@ __all__ = [
     "ParsedBox",
     "PromptTemplates",
     "Sample",
+    "NumericActionWrapper",
     "answer_reward",
+    "crop_to_view",
+    "make_vector_env",
     "extract_answer_text",
     "extract_boxed",
     "fit_size",
