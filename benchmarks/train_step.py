@@ -53,7 +53,6 @@ def worker(vocab: str, head: str, steps: int, max_new_tokens: int) -> dict:
     from mgpo_agents.tiny_model import build_tiny_qwen25vl
     from mgpo_agents.trainer import MGPOTrainer
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     work = Path(tempfile.mkdtemp(prefix="mgpo-bench-"))
     model_dir = build_tiny_qwen25vl(work / "model", vocab=vocab, seed=0)
     config = MGPOConfig(
@@ -74,6 +73,7 @@ def worker(vocab: str, head: str, steps: int, max_new_tokens: int) -> dict:
         output_dir=str(work / "run"),
         lm_head_at_loss_positions=head == "loss_positions",
         dtype="float32",
+        torch_threads=1,  # two threads on a shared 2-core machine were far slower on small matrices
     )
     trainer = MGPOTrainer(config)
     trainer.train_step()  # warm-up
@@ -152,7 +152,7 @@ def main() -> int:
     (RESULTS / "train_step.md").write_text(
         "# One MGPO step on the tiny model (G=8, two turns)\n\n"
         f"Command: `{command}` (2 CPU cores; {steps} measured step(s) after a warm-up; "
-        f"{args.max_new_tokens} new tokens a reply at most; images 64-256 visual tokens).\n\n"
+        f"{args.max_new_tokens} new tokens a reply at most; images 64-256 visual tokens; 1 torch thread).\n\n"
         "Peak extra memory is the step's peak resident memory above the memory before it.\n\n" + table + "\n"
     )
     (RESULTS / "train_step.json").write_text(json.dumps(results, indent=2))
