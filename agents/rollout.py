@@ -50,6 +50,35 @@ class LogprobRecorder(LogitsProcessor):
         return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(sequences.shape[0], 0)
 
 
+class SuppressTokens(LogitsProcessor):
+    """Never generate the given ids.
+
+    A reply must not contain the image placeholder or the vision start/end
+    markers: a model that emits ``<|image_pad|>`` itself (an untrained model
+    easily does) makes the next forward pass count more image tokens than
+    there are image features, and the run fails. It runs after
+    :class:`LogprobRecorder`, so recorded log-probs stay those of the model's
+    own distribution, the one the training pass scores.
+    """
+
+    def __init__(self, token_ids: Sequence[int]) -> None:
+        self.token_ids = torch.tensor(sorted(set(int(t) for t in token_ids)), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.token_ids.numel():
+            scores = scores.clone()
+            scores[:, self.token_ids.to(scores.device)] = float("-inf")
+        return scores
+
+
+def multimodal_token_ids(model: Any, processor: Any) -> list[int]:
+    """The ids a reply must never contain: image/video placeholders and vision start/end markers."""
+    config = getattr(model, "config", None)
+    ids = [getattr(processor, "image_token_id", None), getattr(processor, "video_token_id", None)]
+    ids += [getattr(config, name, None) for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")]
+    return sorted({int(i) for i in ids if i is not None})
+
+
 @dataclass
 class RolloutTimes:
     generation: float = 0.0
@@ -111,6 +140,7 @@ class RolloutEngine:
         stop_ids = set(stop if isinstance(stop, list) else [stop] if stop is not None else [])
         stop_ids.add(self.tokens.end_of_turn_id)
         self.stop_ids = sorted(stop_ids)
+        self.suppressed_ids = multimodal_token_ids(model, processor)
 
     def _env(self, slot: int) -> gym.Env:
         while len(self.envs) <= slot:
@@ -228,7 +258,7 @@ class RolloutEngine:
             inputs["image_grid_thw"] = torch.cat([g for t in trajectories for g in t.image_grid_thw]).to(model_device)
         temperature = 1.0 if greedy else self.temperature
         recorder = LogprobRecorder(temperature)
-        processors = LogitsProcessorList([recorder])
+        processors = LogitsProcessorList([recorder, SuppressTokens(self.suppressed_ids)])
         if not greedy:
             seeds = [row_seed(self.seed, step, t.group, t.rollout, turn) for t in trajectories]
             processors.append(RowSeededSampler(seeds, self.temperature, self.top_p))

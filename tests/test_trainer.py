@@ -306,3 +306,31 @@ def test_cli_flags_come_from_the_dataclass():
         parser.parse_args(["--dataset-kwargs", "[1, 2]"])
     help_text = parser.format_help()
     assert "--kl-coef" in help_text and "KL penalty" in help_text
+
+
+def test_replies_never_contain_image_or_vision_tokens(tiny):
+    """An untrained model may sample <|image_pad|>; the engine must never let it into a reply."""
+    model, processor = tiny
+    image_pad = processor.image_token_id
+
+    class PreferImagePad(LogitsProcessor):  # the worst case: the model wants nothing else
+        def __call__(self, input_ids, scores):
+            return scores
+
+    make = lambda: gym.make("mgpo/HighResVQA-v0", dataset_kwargs=TASK, **PIXELS)  # noqa: E731
+    engine = RolloutEngine(model, processor, make, max_new_tokens=8)
+    bias = torch.zeros(model.config.text_config.vocab_size)
+    bias[image_pad] = 1e4
+    original = model.lm_head.forward
+    model.lm_head.forward = lambda hidden: original(hidden) + bias
+    try:
+        result = engine.run([0], group_size=2, step=0)
+    finally:
+        model.lm_head.forward = original
+    suppressed = set(engine.suppressed_ids)
+    assert image_pad in suppressed and len(suppressed) >= 3
+    for trajectory in result.trajectories:
+        for segment in trajectory.segments:
+            if segment.generated:
+                assert not suppressed & set(segment.ids)
+        assert len(trajectory.reply_lengths()) == 2  # both turns played: no feature/token mismatch
