@@ -42,22 +42,11 @@ from PIL import Image
 
 import mgpo_env  # noqa: F401  (registers mgpo/HighResVQA-v0)
 from mgpo_env.episode_store import EpisodeStore, play_episodes
-from mgpo_env.report import ReportOptions, build_report
+from mgpo_env.report import CHROMIUM_FLAGS, ReportOptions, build_report
 from mgpo_env.sample import Sample
 from mgpo_env.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "report_size.md"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-)
 
 
 # ------------------------------------------------------------------ content

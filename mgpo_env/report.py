@@ -51,6 +51,20 @@ from PIL import Image
 from .episode_store import EPISODES_FILE, EpisodeRecord, EpisodeStore, StoredImage
 from .rendering import INVALID_COLOR, PREDICTED_COLOR, TARGET_COLOR, draw_boxes
 
+# Flags for opening a report in a quiet, offline, throwaway headless chromium (no sync,
+# no update checks, no QUIC probes): used by the browser test and the size benchmark.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
 IMAGE_FORMATS = ("auto", "jpeg", "png")
 # Plotted first, in this order, when present; the other numeric keys follow alphabetically.
 PREFERRED_METRICS = ("reward_mean", "accuracy", "valid_box_rate", "kl", "entropy", "loss")

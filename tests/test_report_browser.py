@@ -21,7 +21,7 @@ import pytest
 
 import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_env.episode_store import EpisodeStore, play_episodes
-from mgpo_env.report import ReportOptions, build_report
+from mgpo_env.report import CHROMIUM_FLAGS, ReportOptions, build_report
 from mgpo_env.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 pytestmark = pytest.mark.browser
@@ -29,18 +29,6 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_NAME = "report_screenshot.png"
 PAGE_SIZE = 4
-# Flags for a quiet, offline, throwaway browser (no sync, no update checks, no QUIC probes).
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-)
 
 
 def in_ci() -> bool:
