@@ -100,9 +100,11 @@ class MGPOTrainer:
     Args:
         config: every hyperparameter (:class:`~mgpo_agents.config.MGPOConfig`).
         accelerator: an ``accelerate.Accelerator``; one is made if not given.
+        model, processor: an already built model and its processor (e.g. random weights
+            from a public config for benchmarks); ``config.model`` is then not loaded.
     """
 
-    def __init__(self, config: MGPOConfig, accelerator: Any = None) -> None:
+    def __init__(self, config: MGPOConfig, accelerator: Any = None, *, model: Any = None, processor: Any = None) -> None:
         from accelerate import Accelerator
         from accelerate.utils import FullyShardedDataParallelPlugin
 
@@ -126,13 +128,21 @@ class MGPOTrainer:
         accelerator.wait_for_everyone()
         _seed_everything(config.seed)
 
-        model_path = resolve_model_path(config, self.output_dir) if accelerator.is_main_process else None
-        accelerator.wait_for_everyone()
-        model_path = resolve_model_path(config, self.output_dir)
-        self.model_path = model_path
         dtype = _dtype(config.dtype, accelerator.device)
-        self.processor = load_processor(model_path, trust_remote_code=config.trust_remote_code)
-        model = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
+        given = model is not None
+        if given:
+            if processor is None:
+                raise ValueError("a model given to MGPOTrainer needs its processor too")
+            model_path = Path(config.model)
+            self.processor = processor
+        else:
+            if accelerator.is_main_process:  # build the tiny model once, before the others look for it
+                resolve_model_path(config, self.output_dir)
+            accelerator.wait_for_everyone()
+            model_path = resolve_model_path(config, self.output_dir)
+            self.processor = load_processor(model_path, trust_remote_code=config.trust_remote_code)
+            model = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
+        self.model_path = model_path
         self.reference = None
         if config.lora_rank > 0:
             from peft import LoraConfig, get_peft_model
@@ -145,7 +155,12 @@ class MGPOTrainer:
             )
             model = get_peft_model(model, lora)  # the reference is the base model: adapters disabled
         elif config.kl_coef > 0:
-            self.reference = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
+            if given:
+                import copy
+
+                self.reference = copy.deepcopy(model)
+            else:
+                self.reference = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
             self.reference.requires_grad_(False).eval().to(accelerator.device)
         model.to(accelerator.device)
         params = [p for p in model.parameters() if p.requires_grad]
