@@ -77,7 +77,7 @@ def evaluate(
         with tqdm(total=len(indices), desc="eval", disable=not progress, dynamic_ncols=True) as bar:
             for start in range(0, len(indices), batch_questions):
                 chunk = list(indices[start : start + batch_questions])
-                result = engine.run(chunk, group_size=1, greedy=greedy, step=0, group_offset=start, on_episode_end=on_episode_end)
+                result = engine.run(chunk, group_size=1, greedy=greedy, step=0, group_ids=range(start, start + len(chunk)), on_episode_end=on_episode_end)
                 for trajectory in result.trajectories:
                     row = episode_row(trajectory)
                     rows.append(row)

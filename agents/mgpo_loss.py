@@ -37,8 +37,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .qwen_processor import mm_token_type_ids
-from .trajectory import Trajectory
+from .trajectory import Trajectory, model_inputs
 
 
 # ------------------------------------------------------------------ advantages
@@ -77,26 +76,14 @@ class PackedBatch:
 
 def pack(trajectories: Sequence[Trajectory], pad_id: int, image_token_id: int, device: Any = "cpu", dtype: Any = None) -> PackedBatch:
     """Right-pad trajectories and mark the positions whose next token the model generated."""
-    width = max(len(t.input_ids) for t in trajectories)
-    input_ids = torch.full((len(trajectories), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(trajectories), width), dtype=torch.long)
+    inputs = model_inputs(trajectories, pad_id, image_token_id, left_pad=False, device=device, dtype=dtype)
+    width = inputs["input_ids"].shape[1]
     generated = torch.zeros((len(trajectories), width), dtype=torch.bool)
     for row, trajectory in enumerate(trajectories):
-        ids = trajectory.input_ids
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-        generated[row, : len(ids)] = torch.tensor(trajectory.loss_mask, dtype=torch.bool)
+        generated[row, : len(trajectory.loss_mask)] = torch.tensor(trajectory.loss_mask, dtype=torch.bool)
     predicts_generated = torch.zeros_like(generated)
     predicts_generated[:, :-1] = generated[:, 1:]
-    inputs: dict[str, torch.Tensor] = {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "mm_token_type_ids": mm_token_type_ids(input_ids, image_token_id).to(device),
-    }
-    pixel_values = [p for t in trajectories for p in t.pixel_values]
-    if pixel_values:
-        inputs["pixel_values"] = torch.cat(pixel_values).to(device, dtype)
-        inputs["image_grid_thw"] = torch.cat([g for t in trajectories for g in t.image_grid_thw]).to(device)
+    input_ids = inputs["input_ids"].cpu()
     rows = torch.arange(len(trajectories)).unsqueeze(1).expand_as(generated)
     return PackedBatch(inputs, predicts_generated.to(device), input_ids[generated].to(device), rows[generated].to(device))
 

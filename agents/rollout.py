@@ -18,9 +18,8 @@ import gymnasium as gym
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from .qwen_processor import mm_token_type_ids
 from .sampling import RowSeededSampler, row_seed
-from .trajectory import ConversationTokenizer, Segment, Trajectory, template_drift
+from .trajectory import ConversationTokenizer, Segment, Trajectory, model_inputs, template_drift
 
 
 class LogprobRecorder(LogitsProcessor):
@@ -154,28 +153,31 @@ class RolloutEngine:
         *,
         group_size: int,
         step: int = 0,
-        group_offset: int = 0,
+        group_ids: Optional[Sequence[int]] = None,
         greedy: bool = False,
         check_drift: bool = False,
         on_episode_end: Optional[Callable[[gym.Env, Trajectory], None]] = None,
     ) -> RolloutResult:
         """Play ``group_size`` episodes on each sample of ``sample_indices``.
 
-        ``group_offset`` is the index of the first question within the whole step
-        (across processes), so that sampling seeds do not depend on how a step's
-        questions are split between processes.
+        ``group_ids`` are the questions' slots within the whole step (across
+        processes; default 0, 1, ...), so that sampling seeds do not depend on how a
+        step's questions are split between processes.
         """
         times = RolloutTimes()
         trajectories: list[Trajectory] = []
         envs: list[gym.Env] = []
         started = time.perf_counter()
-        for group, index in enumerate(sample_indices):
+        slots = list(range(len(sample_indices))) if group_ids is None else [int(g) for g in group_ids]
+        if len(slots) != len(sample_indices):
+            raise ValueError(f"got {len(sample_indices)} questions but {len(slots)} group ids")
+        for slot, index in zip(slots, sample_indices):
             prompt = None
             for rollout in range(group_size):
                 env = self._env(len(envs))
                 env.reset(options={"index": int(index)})
                 envs.append(env)
-                trajectory = Trajectory(group=group_offset + group, rollout=rollout, sample_index=int(index))
+                trajectory = Trajectory(group=slot, rollout=rollout, sample_index=int(index))
                 if prompt is None:  # one rendering serves the whole group: the prompt is the same
                     t0 = time.perf_counter()
                     prompt = self.tokens.prompt(env.unwrapped.chat_messages())
@@ -238,24 +240,9 @@ class RolloutEngine:
 
     def _generate(self, trajectories: Sequence[Trajectory], step: int, turn: int, greedy: bool) -> list[tuple[list[int], list[float]]]:
         """One reply for each trajectory: (ids up to and including the stop token, their log-probs)."""
-        model_device = next(self.model.parameters()).device
-        sequences = [t.input_ids for t in trajectories]
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, ids in enumerate(sequences):  # left padding: every row's next token is at the same column
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-        inputs: dict[str, Any] = {
-            "input_ids": input_ids.to(model_device),
-            "attention_mask": attention_mask.to(model_device),
-            "mm_token_type_ids": mm_token_type_ids(input_ids, self.tokens.image_token_id).to(model_device),
-        }
-        pixel_values = [p for t in trajectories for p in t.pixel_values]
-        if pixel_values:
-            dtype = next(self.model.parameters()).dtype
-            inputs["pixel_values"] = torch.cat(pixel_values).to(model_device, dtype)
-            inputs["image_grid_thw"] = torch.cat([g for t in trajectories for g in t.image_grid_thw]).to(model_device)
+        parameter = next(self.model.parameters())
+        inputs = model_inputs(trajectories, self.pad_id, self.tokens.image_token_id, left_pad=True, device=parameter.device, dtype=parameter.dtype)
+        width = inputs["input_ids"].shape[1]
         temperature = 1.0 if greedy else self.temperature
         recorder = LogprobRecorder(temperature)
         processors = LogitsProcessorList([recorder, SuppressTokens(self.suppressed_ids)])

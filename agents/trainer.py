@@ -19,6 +19,7 @@ the whole batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -80,11 +81,13 @@ def env_factory(config: MGPOConfig, dataset: Any, store: ImageStore, *, protocol
 
 def step_questions(step: int, prompts_per_step: int, dataset_size: int, seed: int) -> list[int]:
     """The dataset indices of a step's questions: consecutive slices of one seeded permutation per epoch."""
+    permutations: dict[int, np.ndarray] = {}  # a step spans at most a few epochs
     indices = []
     for j in range(prompts_per_step):
-        position = step * prompts_per_step + j
-        epoch, offset = divmod(position, dataset_size)
-        indices.append(int(np.random.default_rng([seed, epoch]).permutation(dataset_size)[offset]))
+        epoch, offset = divmod(step * prompts_per_step + j, dataset_size)
+        if epoch not in permutations:
+            permutations[epoch] = np.random.default_rng([seed, epoch]).permutation(dataset_size)
+        indices.append(int(permutations[epoch][offset]))
     return indices
 
 
@@ -229,16 +232,19 @@ class MGPOTrainer:
         questions = step_questions(self.step, config.prompts_per_step, len(self.dataset), config.seed)
         mine = rank_share(len(questions), config.mini_batch_prompts, self.world, self.rank)
 
-        # ---- rollouts (no gradients)
+        # ---- rollouts (no gradients); groups keep their slot in the whole step, for seeding
         self.model.eval()
-        times = {"generation": 0.0, "environment": 0.0, "tokenization": 0.0}
         save_now = self.episode_store is not None and (self.step + 1) % config.save_rollouts_every == 0
-        result = self._rollouts(questions, mine, save_now)
+        result = self.engine.run(
+            [questions[g] for g in mine],
+            group_size=config.group_size,
+            step=self.step,
+            group_ids=mine,
+            check_drift=config.check_token_drift,
+            on_episode_end=self._store_episode if save_now else None,
+        )
         trajectories = result.trajectories
-        times["generation"] += result.times.generation
-        times["environment"] += result.times.environment
-        times["tokenization"] += result.times.tokenization
-        drift = result.drift
+        times = {"generation": result.times.generation, "environment": result.times.environment, "tokenization": result.times.tokenization}
 
         # ---- advantages
         rewards = torch.tensor([t.reward for t in trajectories])
@@ -247,41 +253,12 @@ class MGPOTrainer:
 
         # ---- learning
         learn_started = time.perf_counter()
-        stats = self._optimise(trajectories, advantages, mine)
+        stats = self._optimise(trajectories, advantages)
         times["learning"] = time.perf_counter() - learn_started
         self.step += 1
-        metrics = self._metrics(trajectories, rewards, flat_groups, stats, times, drift)
+        metrics = self._metrics(trajectories, rewards, flat_groups, stats, times, result.drift)
         metrics["step_time"] = time.perf_counter() - started
         return metrics
-
-    def _rollouts(self, questions: list[int], mine: list[int], save_now: bool) -> Any:
-        """Play this process's questions; each group keeps its global slot index for seeding."""
-        # Consecutive runs of global slots are played in one batch (all of them on one process).
-        runs: list[list[int]] = []
-        for g in mine:
-            if runs and runs[-1][-1] == g - 1:
-                runs[-1].append(g)
-            else:
-                runs.append([g])
-        combined = None
-        for run in runs:
-            result = self.engine.run(
-                [questions[g] for g in run],
-                group_size=self.config.group_size,
-                step=self.step,
-                group_offset=run[0],
-                check_drift=self.config.check_token_drift,
-                on_episode_end=self._store_episode if save_now else None,
-            )
-            if combined is None:
-                combined = result
-            else:
-                combined.trajectories += result.trajectories
-                combined.drift += result.drift
-                combined.times.generation += result.times.generation
-                combined.times.environment += result.times.environment
-                combined.times.tokenization += result.times.tokenization
-        return combined
 
     def _store_episode(self, env: gym.Env, trajectory: Trajectory) -> None:
         from mgpo_env.episode_store import record_from_env
@@ -313,7 +290,7 @@ class MGPOTrainer:
         with unwrapped.disable_adapter():  # LoRA: the reference is the base model
             return self._logprobs(self.model, trajectories, False, False)[0]
 
-    def _optimise(self, trajectories: list[Trajectory], advantages: torch.Tensor, mine: list[int]) -> dict[str, float]:
+    def _optimise(self, trajectories: list[Trajectory], advantages: torch.Tensor) -> dict[str, float]:
         config = self.config
         per_rank_mb = config.mini_batch_prompts // self.world
         groups_in_order = sorted({t.group for t in trajectories})
@@ -338,7 +315,7 @@ class MGPOTrainer:
                 chunks = [rows[k : k + size] for k in range(0, len(rows), size)]
                 for c, chunk in enumerate(chunks):
                     sync = c == len(chunks) - 1
-                    context = self.accelerator.no_sync(self.model) if not sync else _nullcontext()
+                    context = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
                     with context:
                         logp, ent = self._logprobs(self.model, [trajectories[i] for i in chunk], True, True)
                         logp_cat = torch.cat(logp)
@@ -505,14 +482,6 @@ def latest_checkpoint(output_dir: Path) -> Optional[Path]:
         return None
     checkpoints = sorted(p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists())
     return checkpoints[-1] if checkpoints else None
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: Any) -> None:
-        return None
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:

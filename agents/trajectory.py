@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import torch
 from PIL import Image
 
-from .qwen_processor import image_token_id
+from .qwen_processor import image_token_id, mm_token_type_ids
 
 
 @dataclass
@@ -129,6 +129,35 @@ class ConversationTokenizer:
         """The ids the chat template gives for a whole finished conversation (for drift checks)."""
         text = self._text(messages, False)
         return self._encode(text, _images_of(messages))["input_ids"][0].tolist()
+
+
+def model_inputs(
+    trajectories: Sequence[Trajectory], pad_id: int, image_token: int, *, left_pad: bool, device: Any = "cpu", dtype: Any = None
+) -> dict[str, torch.Tensor]:
+    """Padded ids, attention mask, ``mm_token_type_ids`` and the images of a batch of trajectories.
+
+    Left padding is for generation (every row's next token in the same column),
+    right padding for training passes. Images are concatenated in row order, as
+    the model expects them.
+    """
+    width = max(len(t.input_ids) for t in trajectories)
+    input_ids = torch.full((len(trajectories), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(trajectories), width), dtype=torch.long)
+    for row, trajectory in enumerate(trajectories):
+        ids = trajectory.input_ids
+        columns = slice(width - len(ids), width) if left_pad else slice(0, len(ids))
+        input_ids[row, columns] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, columns] = 1
+    inputs = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "mm_token_type_ids": mm_token_type_ids(input_ids, image_token).to(device),
+    }
+    pixel_values = [p for t in trajectories for p in t.pixel_values]
+    if pixel_values:
+        inputs["pixel_values"] = torch.cat(pixel_values).to(device, dtype)
+        inputs["image_grid_thw"] = torch.cat([g for t in trajectories for g in t.image_grid_thw]).to(device)
+    return inputs
 
 
 def _images_of(messages: Sequence[dict]) -> list[Image.Image]:

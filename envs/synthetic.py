@@ -45,12 +45,11 @@ from __future__ import annotations
 import math
 import string
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mgpo_env.geometry import Box
 from mgpo_env.image_budget import ImageBudget
 from mgpo_env.sample import Sample
 

@@ -61,7 +61,6 @@ from .geometry import (
     BoxPolicy,
     IntBox,
     Size,
-    check_frame,
     to_pixel_box,
     to_view_pixels,
     view_to_original,
@@ -385,13 +384,13 @@ class HighResVQAEnv(gym.Env[dict, str]):
     def _image_parts(self) -> list[ImagePart]:
         return [p for m in self._messages for p in m.parts if isinstance(p, ImagePart)]
 
-    def _canvas(self, image: Image.Image) -> np.ndarray:
+    def _canvas(self, image: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
         """``image`` top-left in the fixed observation canvas (cached: a GRPO group's
         resets show the same cached view, and building a canvas is a few MB of copying)."""
         key = id(image)
         cached = self._canvases.get(key)
         if cached is not None and cached[0] is image:
-            return cached[1]
+            return cached[1], cached[2]
         height, width = self.observation_space["image"].shape[:2]
         shown = image
         if shown.width > width or shown.height > height:
@@ -403,12 +402,11 @@ class HighResVQAEnv(gym.Env[dict, str]):
             self._canvases.pop(next(iter(self._canvases)))
         # The entry keeps the image alive, so its id cannot be reused by another image.
         self._canvases[key] = (image, canvas, shown.size)
-        return canvas
+        return canvas, shown.size
 
     def _observation(self) -> dict:
         assert self._view is not None
-        canvas = self._canvas(self._view.image)
-        size = self._canvases[id(self._view.image)][2]
+        canvas, size = self._canvas(self._view.image)
         history = tuple({"role": m.role, "content": m.text()} for m in self._messages)
         return {
             "image": canvas.copy(),  # a fresh array: callers may write into their observation
