@@ -31,6 +31,7 @@ from transformers.image_utils import SizeDict
 
 __all__ = [
     "Qwen2_5_VLImageOnlyProcessor",
+    "PositionCodedImageProcessor",
     "load_processor",
     "load_model",
     "image_token_id",
@@ -40,6 +41,69 @@ __all__ = [
 # Processor classes named in real checkpoints that we can stand in for.
 _QWEN_VL_PROCESSOR_NAMES = frozenset({"Qwen2_5_VLProcessor", "Qwen2VLProcessor"})
 _QWEN_VL_MODEL_TYPES = frozenset({"qwen2_5_vl", "qwen2_vl"})
+
+
+class PositionCodedImageProcessor(Qwen2VLImageProcessorPil):
+    """Qwen2-VL's PIL image processor that also writes where each patch lies into its pixels.
+
+    Qwen2.5-VL's vision tower has rotary positions only (relative), and M-RoPE hands an
+    image token's row and column the lowest text frequencies, so a *small* model has no
+    practical way to say where something is (the project measured this: supervised box
+    training of the tiny model stayed at chance). Large ViTs learn absolute positions
+    from pretraining; this processor gives a tiny model the same information for free.
+
+    How, without touching the architecture: every image is fed to the model as two
+    identical frames (``temporal_patch_size = 2``), flattened per patch as
+    ``(channel, frame, y, x)``. The code is added to frame 0 and subtracted from
+    frame 1, so the frames' *mean* is still exactly the image and the position
+    lives only in their *difference*, which the patch embedding (a linear map over
+    both frames) can read. Features: ``sin`` and ``cos`` of ``pi * k * u`` and
+    ``pi * k * v`` for ``k = 1..4``, where ``(u, v)`` is the patch centre as a fraction
+    of the image's width and height; they occupy the first 16 pixels of channel 0.
+
+    ``position_code`` is the amplitude in normalised pixel units; 0 gives exactly
+    the parent class's pixel values.
+    """
+
+    def __init__(self, position_code: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.position_code = float(position_code)
+
+    def patchify(self, image: Any, patch_size: int, merge_size: int, temporal_patch_size: int) -> Any:
+        import numpy as np
+
+        patches, grid_h, grid_w = super().patchify(image, patch_size, merge_size, temporal_patch_size)
+        if not self.position_code or temporal_patch_size < 2:
+            return patches, grid_h, grid_w
+        code = position_code_features(grid_h, grid_w, merge_size) * self.position_code  # (grid_h * grid_w, 16)
+        patches = np.array(patches, dtype=np.float32)  # the parent's result may be a read-only broadcast view
+        view = patches.reshape(patches.shape[0], -1, temporal_patch_size, patch_size * patch_size)
+        width = min(code.shape[1], patch_size * patch_size)
+        view[:, 0, 0, :width] += code[:, :width]
+        view[:, 0, 1, :width] -= code[:, :width]
+        return patches, grid_h, grid_w
+
+
+def position_code_features(grid_h: int, grid_w: int, merge_size: int, frequencies: int = 4) -> Any:
+    """The per-patch features :class:`PositionCodedImageProcessor` writes, in Qwen's patch order.
+
+    Patches are flattened merge-block by merge-block: ``(block row, block column,
+    row in block, column in block)``.
+
+    >>> f = position_code_features(2, 2, 2)
+    >>> f.shape, round(float(f[0, 0]), 4), round(float(f[1, 0]), 4)   # sin(pi u) at u = 1/4 and u = 3/4
+    ((4, 16), 0.7071, 0.7071)
+    """
+    import numpy as np
+
+    rows, cols = np.divmod(np.arange(grid_h * grid_w), grid_w)
+    order = np.arange(grid_h * grid_w).reshape(grid_h // merge_size, merge_size, grid_w // merge_size, merge_size)
+    order = order.transpose(0, 2, 1, 3).reshape(-1)  # Qwen's flattening of (row, column)
+    u = (cols[order] + 0.5) / grid_w
+    v = (rows[order] + 0.5) / grid_h
+    k = np.arange(1, frequencies + 1)
+    features = [np.sin(np.pi * np.outer(u, k)), np.cos(np.pi * np.outer(u, k)), np.sin(np.pi * np.outer(v, k)), np.cos(np.pi * np.outer(v, k))]
+    return np.concatenate(features, axis=1).astype(np.float32)
 
 
 class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
@@ -79,7 +143,9 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
         """
         kwargs.pop("subfolder", None)
         image_kwargs = {k: v for k, v in kwargs.items() if k not in ("trust_remote_code",)}
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(pretrained_model_name_or_path, **image_kwargs)
+        settings = _read_json(Path(pretrained_model_name_or_path) / "preprocessor_config.json")
+        image_class = PositionCodedImageProcessor if settings.get("position_code") else Qwen2VLImageProcessorPil
+        image_processor = image_class.from_pretrained(pretrained_model_name_or_path, **image_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return [image_processor, tokenizer]
 

@@ -502,6 +502,7 @@ def build_tiny_qwen25vl(
     vision_heads: int = 4,
     vision_intermediate: int | None = None,
     tie_word_embeddings: bool = True,
+    rope_theta: float = 1_000_000.0,
     dtype: str = "float32",
     corpus: Sequence[str] | None = None,
 ) -> Path:
@@ -513,6 +514,13 @@ def build_tiny_qwen25vl(
     settings) and chat_template.jinja. The config's token ids are looked up from
     the tokenizer. The model's vocab is ``vocab_size`` or, if the tokenizer is
     larger (``vocab="qwen"``), the tokenizer's size rounded up to 64.
+
+    ``rope_theta`` is the text model's rotary base (Qwen's 1e6 by default). M-RoPE
+    gives an image token's row and column only the *lowest* rotary frequencies
+    (``mrope_section``: time first, then height, then width), so with a small head
+    and a base of 1e6 the width rotations differ by about 1e-3 radians across a
+    whole image: a tiny model cannot tell where a token sits. A small base (e.g. 4)
+    gives every section frequencies that turn visibly over a few tokens.
     """
     import torch
     from transformers import (
@@ -561,7 +569,7 @@ def build_tiny_qwen25vl(
         "num_hidden_layers": text_layers,
         "num_key_value_heads": kv_heads,
         "rms_norm_eps": 1e-06,
-        "rope_theta": 1000000.0,
+        "rope_theta": float(rope_theta),
         "sliding_window": 32768,
         "tie_word_embeddings": tie_word_embeddings,
         "use_cache": True,

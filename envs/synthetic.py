@@ -110,6 +110,10 @@ class SyntheticTask(Sequence[Sample]):
         clutter: number of distractor objects.
         question_types: which of ``colour``, ``glyph``, ``shape``, ``relative_position`` to ask.
         num_choices: options per question for the attribute types (2 to 4).
+        cells: if > 0, each single target lies wholly inside one cell of a ``cells`` x ``cells``
+            grid over the canvas (so one cell-sized crop can hold it); 0 places it anywhere.
+        shuffle_choices: shuffle the options of each question (off: the attribute's fixed order,
+            so a letter always names the same value).
     """
 
     def __init__(
@@ -126,6 +130,8 @@ class SyntheticTask(Sequence[Sample]):
         clutter: int = 80,
         question_types: Sequence[str] = QUESTION_TYPES,
         num_choices: int = 4,
+        cells: int = 0,
+        shuffle_choices: bool = True,
     ) -> None:
         width, height = (canvas_size, canvas_size) if isinstance(canvas_size, int) else tuple(canvas_size)
         if min(width, height) < 256:
@@ -141,6 +147,8 @@ class SyntheticTask(Sequence[Sample]):
             raise ValueError(f"target_size must be between {4 * grid} and a quarter of the canvas, got {target_size}")
         if grid < 1 or checker_square < 1:
             raise ValueError("grid and checker_square must be >= 1")
+        if cells < 0 or (cells and min(width, height) // cells < target_size + 2 * grid):
+            raise ValueError(f"cells must be 0 or small enough that a cell holds the {target_size}-pixel target, got {cells}")
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.canvas_size = (int(width), int(height))
@@ -152,6 +160,8 @@ class SyntheticTask(Sequence[Sample]):
         self.clutter = int(clutter)
         self.question_types = tuple(question_types)
         self.num_choices = int(num_choices)
+        self.cells = int(cells)
+        self.shuffle_choices = bool(shuffle_choices)
 
     # -------------------------------------------------------------- sequence
     def __len__(self) -> int:
@@ -199,6 +209,18 @@ class SyntheticTask(Sequence[Sample]):
                 return x, y
         return x, y  # crowded canvas: accept an overlap rather than loop forever
 
+    def _cell_spot(self, rng: np.random.Generator) -> tuple[int, int]:
+        """A grid-aligned top-left corner that keeps the target inside one random cell."""
+        width, height = self.canvas_size
+        col, row = (int(v) for v in rng.integers(self.cells, size=2))
+        cell_w, cell_h = width // self.cells, height // self.cells
+        # One grid step clear of the cell's edges, so the frame never touches a neighbour.
+        x = col * cell_w + self.grid + int(rng.integers(0, cell_w - self.target_size - 2 * self.grid + 1))
+        y = row * cell_h + self.grid + int(rng.integers(0, cell_h - self.target_size - 2 * self.grid + 1))
+        x = min(x // self.grid * self.grid, (col + 1) * cell_w - self.target_size - self.grid)
+        y = min(y // self.grid * self.grid, (row + 1) * cell_h - self.target_size - self.grid)
+        return max(x, col * cell_w), max(y, row * cell_h)
+
     def _layout(self, rng: np.random.Generator) -> _Layout:
         kind = self.question_types[int(rng.integers(len(self.question_types)))]
         background = tuple(int(v) for v in rng.integers(170, 236, size=3))
@@ -213,7 +235,7 @@ class SyntheticTask(Sequence[Sample]):
             answer = "left" if rng.random() < 0.5 else "right"
             boxes = (left, right) if answer == "left" else (right, left)  # boxes[0] holds `first`
             return _Layout(kind, answer, (first, other), (boxes[0], boxes[1]), int(rng.integers(2**31)), background)  # type: ignore[arg-type]
-        x, y = self._free_spot(rng, (side, side), [])
+        x, y = self._cell_spot(rng) if self.cells else self._free_spot(rng, (side, side), [])
         values = {"colour": list(COLOUR_PAIRS), "glyph": list(GLYPHS), "shape": list(SHAPES)}[kind]
         value = str(values[int(rng.integers(len(values)))])
         return _Layout(kind, value, (), ((x, y, x + side, y + side),), int(rng.integers(2**31)), background)  # type: ignore[arg-type]
@@ -228,7 +250,10 @@ class SyntheticTask(Sequence[Sample]):
         distractors = [v for v in pool if v != layout.answer_value]
         picked = [str(v) for v in rng.choice(distractors, size=self.num_choices - 1, replace=False)]
         choices = picked + [layout.answer_value]
-        rng.shuffle(choices)
+        if self.shuffle_choices:
+            rng.shuffle(choices)
+        else:
+            choices.sort(key=pool.index)
         question = {
             "colour": "Which two colours make up the fine checkered pattern inside the small black frame?",
             "glyph": "Which letter is written inside the small black frame?",

@@ -3,6 +3,7 @@
 ``gym.make("mgpo/HighResVQA-v0", dataset=SPEC)`` accepts:
 
 * ``"synthetic"`` (the default): the built-in generated task, no download;
+* ``"grounding"``: generated "where is the red circle?" questions (generic grounding practice);
 * ``"vstar:DIR"``: V* Bench in its published folder layout;
 * ``"mme-realworld:JSON_FILE"``: MME-RealWorld's JSON list (images relative to the file);
 * ``"hr-bench:TSV_FILE"``: HR-Bench's TSV with base64 images;
@@ -24,12 +25,15 @@ from .sample import Sample
 # spec prefix -> "module:function"; the function takes (argument, **dataset_kwargs).
 DATASET_LOADERS: dict[str, str] = {
     "synthetic": "mgpo_envs.synthetic:load_synthetic",
+    "grounding": "mgpo_envs.grounding_task:load_grounding",
     "vstar": "mgpo_envs.vstar:load_vstar",
     "mme-realworld": "mgpo_envs.mme_realworld:load_mme_realworld",
     "hr-bench": "mgpo_envs.hr_bench:load_hr_bench",
     "jsonl": "mgpo_envs.jsonl_dataset:load_jsonl",
     "hf": "mgpo_envs.hf_dataset:load_hf_dataset",
 }
+
+GENERATED = ("synthetic", "grounding")  # built-in generators: no path after the name
 
 
 def _loader(name: str) -> Callable[..., Sequence[Sample]]:
@@ -44,9 +48,9 @@ def resolve_dataset(spec: Any = "synthetic", **dataset_kwargs: Any) -> Sequence[
         if name not in DATASET_LOADERS:
             raise ValueError(
                 f"unknown dataset spec {spec!r}; use one of: "
-                + ", ".join(f"'{key}:...'" if key != "synthetic" else "'synthetic'" for key in DATASET_LOADERS)
+                + ", ".join(f"'{key}:...'" if key not in GENERATED else f"'{key}'" for key in DATASET_LOADERS)
             )
-        if name != "synthetic" and not argument:
+        if name not in GENERATED and not argument:
             raise ValueError(f"dataset spec {spec!r} needs a path after the colon, e.g. '{name}:/data/{name}'")
         return _loader(name)(argument, **dataset_kwargs)
     if type(spec).__module__.startswith("datasets."):

@@ -139,7 +139,8 @@ class HighResVQAEnv(gym.Env[dict, str]):
         box_reference: in free mode, whether boxes refer to the shrunk original
             (``"original"``, default) or to the latest image shown (``"latest"``, zoom
             into the last crop).
-        templates: a :class:`~mgpo_env.templates.PromptTemplates` to change the prompts.
+        templates: a :class:`~mgpo_env.templates.PromptTemplates` to change the prompts, or a
+            dict of the fields to replace (JSON-friendly, e.g. from a training config).
         sampling: how ``reset`` picks a sample without options: ``"random"``,
             ``"shuffle"`` (a seeded permutation per epoch) or ``"sequential"``.
         observation_image_shape: ``(height, width)`` of the ``image`` observation canvas.
@@ -149,6 +150,9 @@ class HighResVQAEnv(gym.Env[dict, str]):
             environments (overrides ``image_cache_bytes`` and ``max_image_pixels``).
         max_action_length: the action space's maximum length (longer strings are
             still accepted by ``step``; only the first 20,000 characters are searched for a box).
+        image_after_text: put each user message's image after its text instead of before
+            (Qwen's examples put it first). With the image last, the model's reply starts a
+            fixed number of tokens after the image's last token, whatever the question's length.
         render_mode: ``"rgb_array"`` or ``"ansi"``.
         render_max_side: longer side of ``render()``'s picture.
     """
@@ -168,13 +172,14 @@ class HighResVQAEnv(gym.Env[dict, str]):
         box_frame: str = "pixel",
         box_policy: Union[BoxPolicy, Mapping[str, Any], None] = None,
         box_reference: str = "original",
-        templates: Optional[PromptTemplates] = None,
+        templates: Union[PromptTemplates, Mapping[str, str], None] = None,
         sampling: str = "random",
         observation_image_shape: tuple[int, int] = (1344, 1344),
         image_cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         image_store: Optional[ImageStore] = None,
         max_action_length: int = 65_536,
+        image_after_text: bool = False,
         render_mode: Optional[str] = None,
         render_max_side: int = 1024,
     ) -> None:
@@ -188,8 +193,10 @@ class HighResVQAEnv(gym.Env[dict, str]):
             raise ValueError(f"max_turns must be an int >= 1, got {max_turns!r}")
         if len(observation_image_shape) != 2 or min(observation_image_shape) < image_factor:
             raise ValueError(f"observation_image_shape must be (height, width) of at least {image_factor}, got {observation_image_shape!r}")
+        if isinstance(templates, Mapping):
+            templates = PromptTemplates.with_overrides(templates)
         if templates is not None and not isinstance(templates, PromptTemplates):
-            raise TypeError(f"templates must be a PromptTemplates, got {type(templates).__name__}")
+            raise TypeError(f"templates must be a PromptTemplates or a dict of its fields, got {type(templates).__name__}")
 
         self.protocol = protocol
         self.max_turns = {"two_turn": 2, "single_turn": 1, "free": max_turns}[protocol]
@@ -198,6 +205,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         self.box_policy = _as_policy(box_policy)
         self.box_reference = box_reference
         self.templates = templates or PromptTemplates()
+        self.image_after_text = bool(image_after_text)
         self.sampling = sampling
         self.render_mode = render_mode
         self.render_max_side = int(render_max_side)
@@ -270,7 +278,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         else:
             system = self._render("system_single_turn", choices)
             first = self._render("user_single_turn", choices)
-        self._messages = [Message("system", [system]), Message("user", [self._original_view, first])]
+        self._messages = [Message("system", [system]), self._user_message(self._original_view, first)]
         return self._observation(), self._info()
 
     def _choose_index(self, options: Mapping[str, Any]) -> int:
@@ -328,16 +336,16 @@ class HighResVQAEnv(gym.Env[dict, str]):
         if self.protocol == "two_turn":
             if record.valid:
                 self._view = self._make_part(self._original_image(), record.crop_box, "crop")  # type: ignore[arg-type]
-                self._messages.append(Message("user", [self._view, self._render("user_after_crop", choices)]))
+                self._messages.append(self._user_message(self._view, self._render("user_after_crop", choices)))
             else:
                 self._view = self._original_view
                 text = self._render("user_after_invalid_box", choices, reason=record.error)
-                self._messages.append(Message("user", [self._original_view, text]))  # type: ignore[list-item]
+                self._messages.append(self._user_message(self._original_view, text))  # type: ignore[arg-type]
         else:  # free mode
             parts: list[Union[str, ImagePart]] = []
             if record.valid:
                 self._view = self._make_part(self._original_image(), record.crop_box, "crop")  # type: ignore[arg-type]
-                parts += [self._view, self._render("user_free_after_crop", choices, turns_left=turns_left)]
+                parts += self._user_message(self._view, self._render("user_free_after_crop", choices, turns_left=turns_left)).parts
             else:
                 parts.append(self._render("user_free_after_invalid_box", choices, turns_left=turns_left, reason=record.error))
             if turns_left == 1:
@@ -368,6 +376,9 @@ class HighResVQAEnv(gym.Env[dict, str]):
         return GroundingRecord(self._turn, frame_size, view_box, crop_box, True, None)
 
     # ---------------------------------------------------------------- helpers
+    def _user_message(self, image: ImagePart, text: str) -> Message:
+        return Message("user", [text, image] if self.image_after_text else [image, text])
+
     def _original_image(self) -> Image.Image:
         assert self._sample is not None
         return self.images.get(self._sample.sample_id, self._sample.image, context=f"sample {self._sample.sample_id!r}: ")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, fields
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from .geometry import check_frame
 
@@ -106,6 +106,19 @@ class PromptTemplates:
                     f"PromptTemplates.{field.name} has a bad placeholder ({error!r}); "
                     f"allowed fields: {', '.join(sorted(_PROBE_FIELDS))}; write literal braces as {{{{ }}}}"
                 ) from None
+
+    @classmethod
+    def with_overrides(cls, overrides: Mapping[str, str]) -> "PromptTemplates":
+        """The default templates with some fields replaced; unknown names are refused.
+
+        >>> PromptTemplates.with_overrides({"user_grounding": "{question}"}).user_grounding
+        '{question}'
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown template field(s) {unknown}; the fields are: {', '.join(sorted(known))}")
+        return cls(**dict(overrides))
 
     def render(self, name: str, *, question: str = "", choices: Optional[Sequence[str]] = None, frame: str = "pixel", **extra: object) -> str:
         """Fill template ``name`` for one question. Blank lines left by empty fields are dropped."""

@@ -1,0 +1,702 @@
+"""The paper's experiment in miniature: grounding emerging from a binary answer reward, on CPU.
+
+MGPO's claim is that a VLM learns *where to look* from nothing but a reward for
+the final answer. This module reproduces it with the project's tiny
+Qwen2.5-VL on the synthetic task, in stages that each end with a measured gate:
+
+1. **Base abilities** (supervised, the stand-in for a VLM's pretraining):
+   *reading*: answer the task's question from a crop that contains the target
+   (the turn-1 box the conversation shows is a random cell, so no training text
+   pairs the target's position with anything); *generic grounding*: box a named
+   object (:class:`mgpo_envs.grounding_task.GroundingTask`: no black frame, no
+   checkered patch). Gates: reading accuracy on oracle crops >= 0.9, grounding
+   hit rate on held-out objects >= 0.8. A control trains the same model on
+   global views with the true answers: it stays at chance, because the
+   attribute is invisible there by construction.
+2. **Format warm-start**: turn-1 boxes in the right format but random cells
+   (independent of the image), single-turn answers as random letters, plus
+   rehearsal of stage 1. No annotated box of the task is used anywhere.
+3. **RL**: MGPO (two turns) and GRPO (single turn, no crop) from the same
+   warm-start checkpoint, same hyperparameters and sample budget, several seeds.
+4. **Evaluation** on held-out questions never seen in training, before, during
+   and after RL: accuracy, valid-box rate, crop hit rate and IoU.
+
+Run everything: ``python benchmarks/emergence.py`` (``--quick`` for one seed
+each and fewer steps). See ``benchmarks/results/emergence.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import string
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import mgpo_env  # noqa: F401  (registers the environment)
+from mgpo_env.geometry import contains
+from mgpo_env.image_store import ImageStore
+
+from .qwen_processor import PositionCodedImageProcessor, load_model, load_processor
+from .rollout import ForcedReplies, RolloutEngine
+from .supervised import fit, reply_ids, scripted_trajectory
+from .trajectory import ConversationTokenizer, Trajectory
+
+# ----------------------------------------------------------------- the task
+CANVAS = 1792  # original pixels; the view is 224 (8x smaller), a crop of one cell 224 (2x smaller)
+CELLS = 4  # the box vocabulary: one of 4 x 4 cells of the view
+VIEW = 224
+MIN_PIXELS, MAX_PIXELS = 32 * 28 * 28, 64 * 28 * 28
+
+TASK_KWARGS: dict[str, Any] = dict(
+    canvas_size=CANVAS,
+    target_size=128,  # 16 view pixels: the frame shows as a dark outline, the checker as flat gray
+    grid=8,  # = the view's downsampling factor: checker period 8, frame 8 px, all aligned to 8
+    checker_square=4,
+    clutter=20,
+    cells=CELLS,
+    question_types=["colour"],
+    shuffle_choices=False,
+)
+GROUNDING_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=1, object_size=(160, 288), clutter=20)
+
+# Short prompts: the tiny model reads every token of them at every step.
+TEMPLATES: dict[str, str] = {
+    "system_two_turn": "Reply 1: the box [x1,y1,x2,y2] of the key region. Reply 2: {answer_instruction}.",
+    "user_grounding": "{question}",
+    "user_after_crop": "{question}\n{options}",
+    "user_after_invalid_box": "{question}\n{options}",
+    "system_single_turn": "Reply: {answer_instruction}.",
+    "user_single_turn": "{question}\n{options}",
+}
+ENV_KWARGS: dict[str, Any] = dict(templates=TEMPLATES, image_after_text=True)
+
+# Disjoint dataset seeds: training questions, held-out evaluation, and the supervised stages.
+TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = 0, 1, 2, 3
+
+
+def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStore] = None, **dataset_kwargs: Any) -> gym.Env:
+    """A HighResVQA-v0 environment with the miniature's budget, prompts and layout."""
+    return gym.make(
+        "mgpo/HighResVQA-v0",
+        dataset=dataset,
+        dataset_kwargs=dataset_kwargs or None,
+        protocol=protocol,
+        min_pixels=MIN_PIXELS,
+        max_pixels=MAX_PIXELS,
+        box_frame="pixel",
+        image_store=store or ImageStore(),
+        **ENV_KWARGS,
+    )
+
+
+def cell_box_text(column: int, row: int) -> str:
+    """The reply that boxes one cell of the view, e.g. ``[56,0,112,56]``."""
+    side = VIEW // CELLS
+    return f"[{column * side},{row * side},{(column + 1) * side},{(row + 1) * side}]"
+
+
+def cell_of(box: Sequence[float], canvas: int = CANVAS) -> tuple[int, int]:
+    """``(column, row)`` of the cell holding the top-left corner of an original-pixel box."""
+    side = canvas // CELLS
+    return int(box[0] // side), int(box[1] // side)
+
+
+def answer_text(letter: str) -> str:
+    return f"\\boxed{{{letter}}}"
+
+
+# ------------------------------------------------------------- the model
+def build_base_model(path: Path, seed: int = 0) -> Path:
+    """The tiny Qwen2.5-VL of the miniature: 1.7M parameters, random weights."""
+    from .tiny_model import QWEN25VL_IMAGE_SETTINGS, build_tiny_qwen25vl
+
+    build_tiny_qwen25vl(path, seed=seed, text_hidden=128, text_layers=3, vision_depth=3, vision_hidden=128, rope_theta=4.0)
+    processor = load_processor(path)
+    processor.image_processor = PositionCodedImageProcessor(position_code=POSITION_CODE, **QWEN25VL_IMAGE_SETTINGS)
+    processor.save_pretrained(path)
+    processor.image_processor.save_pretrained(path)
+    return path
+
+
+POSITION_CODE = 10.0  # amplitude of the processor's 2-D position code (see PositionCodedImageProcessor)
+
+
+# ------------------------------------------------------- supervised examples
+class ExampleMaker:
+    """Scripted, token-exact training conversations for the supervised stages."""
+
+    def __init__(self, processor: Any, task_seed: int = TRAIN_SEED, task_size: int = 4000) -> None:
+        from mgpo_envs.grounding_task import GroundingTask
+        from mgpo_envs.synthetic import SyntheticTask
+
+        self.tokens = ConversationTokenizer(processor)
+        self.task = SyntheticTask(task_size, seed=task_seed, **TASK_KWARGS)
+        self.grounding = GroundingTask(task_size, seed=GROUNDING_SEED, **GROUNDING_KWARGS)
+        store = ImageStore(256 * 2**20)
+        self.two_turn = make_env(self.task, store=store)
+        self.single_turn = make_env(self.task, "single_turn", store=store)
+        self.grounding_env = make_env(self.grounding, store=store)
+
+    def _random_cell(self, rng: random.Random) -> str:
+        return cell_box_text(rng.randrange(CELLS), rng.randrange(CELLS))
+
+    def reading(self, index: int, rng: random.Random) -> Trajectory:
+        """Answer from a crop that holds the target; the box the conversation shows is a random cell.
+
+        The environment acts on a box around the target (its cell, or a tighter box for
+        a larger view of it), but the turn-1 ids are those of a random cell, and only
+        the answer carries loss: nothing pairs the target's position with any text.
+        """
+        sample = self.task[index]
+        x1, y1, x2, y2 = sample.target_box  # type: ignore[misc]
+        scale = VIEW / CANVAS
+        if rng.random() < 0.5:
+            acted = cell_box_text(*cell_of(sample.target_box))  # type: ignore[arg-type]
+        else:  # a tighter box: the target fills more of the crop
+            margin = rng.uniform(4, 16)
+            acted = f"[{max(0, int(x1 * scale - margin))},{max(0, int(y1 * scale - margin))},{min(VIEW, int(x2 * scale + margin + 1))},{min(VIEW, int(y2 * scale + margin + 1))}]"
+        return scripted_trajectory(
+            self.tokens, self.two_turn, index, [acted, answer_text(sample.answer)], train_turns=[1], shown_replies=[self._random_cell(rng), None]
+        )
+
+    def grounding_row(self, index: int) -> Trajectory:
+        """Box the named object's cell (generic grounding, never the task's target)."""
+        sample = self.grounding[index]
+        return scripted_trajectory(self.tokens, self.grounding_env, index, [cell_box_text(*cell_of(sample.target_box))], train_turns=[0])  # type: ignore[arg-type]
+
+    def format_row(self, index: int, rng: random.Random) -> Trajectory:
+        """The task's turn 1 answered with a random cell (format only: independent of the image)."""
+        return scripted_trajectory(self.tokens, self.two_turn, index, [self._random_cell(rng)], train_turns=[0])
+
+    def single_turn_row(self, index: int, rng: random.Random, *, true_answer: bool = False) -> Trajectory:
+        """The single-turn question answered with a random letter (format), or the true one (control)."""
+        sample = self.task[index]
+        letter = sample.answer if true_answer else string.ascii_uppercase[rng.randrange(len(sample.choices))]
+        return scripted_trajectory(self.tokens, self.single_turn, index, [answer_text(letter)], train_turns=[0])
+
+
+def example_pool(make: Callable[[int], Trajectory], indices: Sequence[int], description: str, progress: bool = True) -> list[Trajectory]:
+    """Build a list of training conversations once (rendering and tokenising dominate otherwise)."""
+    from tqdm.auto import tqdm
+
+    return [make(i) for i in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True)]
+
+
+# -------------------------------------------------------------- measurements
+def _greedy_episodes(model: Any, processor: Any, env_maker: Callable[[], gym.Env], indices: Sequence[int], forced_first: Optional[Callable[[int], str]] = None, batch: int = 50, max_new_tokens: int = 16) -> list[Trajectory]:
+    tokens = ConversationTokenizer(processor)
+    forcing = None
+    if forced_first is not None:
+        def forcing(trajectories: Sequence[Trajectory], turn: int) -> list:
+            if turn != 0:
+                return []
+            width = max(len(t.input_ids) for t in trajectories)
+            return [ForcedReplies([reply_ids(tokens, forced_first(t.sample_index)) for t in trajectories], width)]
+    engine = RolloutEngine(model, processor, env_maker, max_new_tokens=max_new_tokens, extra_logits_processors=forcing)
+    out: list[Trajectory] = []
+    model.eval()
+    for start in range(0, len(indices), batch):
+        chunk = list(indices[start : start + batch])
+        out += engine.run(chunk, group_size=1, greedy=True, group_ids=range(start, start + len(chunk))).trajectories
+    return out
+
+
+def reading_accuracy(model: Any, processor: Any, task: Any, indices: Sequence[int]) -> float:
+    """Greedy answer accuracy when turn 1 is forced to the target's cell (an oracle crop; a diagnostic only)."""
+    episodes = _greedy_episodes(model, processor, lambda: make_env(task), indices, forced_first=lambda i: cell_box_text(*cell_of(task[i].target_box)))
+    return float(np.mean([bool(t.info.get("correct")) for t in episodes]))
+
+
+def grounding_hit_rate(model: Any, processor: Any, grounding: Any, indices: Sequence[int]) -> float:
+    """Share of held-out generic grounding questions whose greedy box holds the named object."""
+    episodes = _greedy_episodes(model, processor, lambda: make_env(grounding), indices)
+    return float(np.mean([bool(t.info.get("crop_box")) and contains(t.info["crop_box"], t.info["target_box"]) for t in episodes]))
+
+
+def single_turn_accuracy(model: Any, processor: Any, task: Any, indices: Sequence[int]) -> float:
+    episodes = _greedy_episodes(model, processor, lambda: make_env(task, "single_turn"), indices)
+    return float(np.mean([bool(t.info.get("correct")) for t in episodes]))
+
+
+def task_episode_metrics(model: Any, processor: Any, task: Any, indices: Sequence[int], protocol: str = "two_turn") -> dict[str, float]:
+    """Greedy held-out episodes of the task: accuracy, valid-box rate, hit rate, mean IoU."""
+    from .evaluation import episode_row, summarise
+
+    episodes = _greedy_episodes(model, processor, lambda: make_env(task, protocol), indices)
+    summary = summarise([episode_row(t) for t in episodes])
+    return {k: summary[k] for k in ("accuracy", "valid_box_rate", "hit_rate", "mean_iou")}
+
+
+# -------------------------------------------------------------------- stages
+@dataclass
+class StageSettings:
+    """Supervised stage sizes (the defaults are the committed run's)."""
+
+    pool: int = 800  # conversations built per kind (reused across steps)
+    base_steps: int = 600
+    warmstart_steps: int = 150
+    control_steps: int = 300
+    batch: int = 32
+    learning_rate: float = 1e-3
+    gate_questions: int = 200
+
+
+def _save(model: Any, processor: Any, path: Path) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    processor.image_processor.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def _mixed_batches(pools: Sequence[list[Trajectory]], shares: Sequence[int], seed: int) -> Callable[[int], list[Trajectory]]:
+    rng = random.Random(seed)
+    return lambda step: [t for pool, k in zip(pools, shares) for t in rng.sample(pool, k)]
+
+
+def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Stages 1 and 2: base abilities with their gates, the global-view control, the warm-start.
+
+    Writes ``output/base``, ``output/warmstart`` (the checkpoint RL starts from) and
+    ``output/supervised.json`` with every gate's measurement.
+    """
+    from mgpo_envs.grounding_task import GroundingTask
+    from mgpo_envs.synthetic import SyntheticTask
+
+    torch.manual_seed(seed)
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    base_dir = build_base_model(output / "random_init", seed=seed)
+    processor = load_processor(base_dir)
+    model = load_model(base_dir)
+    pad = processor.tokenizer.pad_token_id
+    maker = ExampleMaker(processor)
+    rng = random.Random(seed)
+    n = settings.pool
+    reading = example_pool(lambda i: maker.reading(i, rng), range(n), "reading rows", progress)
+    grounding = example_pool(maker.grounding_row, range(n), "grounding rows", progress)
+    held_task = SyntheticTask(settings.gate_questions, seed=EVAL_SEED + 100, **TASK_KWARGS)  # not the RL evaluation set
+    held_grounding = GroundingTask(settings.gate_questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
+    gates = range(settings.gate_questions)
+    report: dict[str, Any] = {"settings": asdict(settings), "seed": seed}
+    curve: list[dict[str, float]] = []
+
+    def measure(label: str) -> dict[str, float]:
+        row = {
+            "reading_accuracy": reading_accuracy(model, processor, held_task, gates),
+            "grounding_hit_rate": grounding_hit_rate(model, processor, held_grounding, gates),
+        }
+        print(f"[{label}] reading accuracy (oracle crops) {row['reading_accuracy']:.3f}, generic grounding hit rate {row['grounding_hit_rate']:.3f}", flush=True)
+        return row
+
+    report["random_init"] = measure("random init")
+    half = settings.batch // 2
+
+    def log(step: int, loss: float) -> None:
+        if (step + 1) % max(1, settings.base_steps // 4) == 0 and step + 1 < settings.base_steps:
+            curve.append({"step": step + 1, "loss": loss, **measure(f"base step {step + 1}")})
+
+    losses = fit(model, maker.tokens, _mixed_batches([reading, grounding], [half, half], seed), steps=settings.base_steps,
+                 learning_rate=settings.learning_rate, pad_id=pad, warmup_steps=10, on_step=log, progress=progress, description="base abilities")
+    report["base"] = measure("base")
+    report["base"]["final_loss"] = losses[-1] if losses else float("nan")
+    report["base_curve"] = curve
+    report["gates"] = {"reading_accuracy>=0.9": report["base"]["reading_accuracy"] >= 0.9, "grounding_hit_rate>=0.8": report["base"]["grounding_hit_rate"] >= 0.8}
+    _save(model, processor, output / "base")
+
+    # Control: the same base model trained on global views with the true answers stays at chance.
+    control = load_model(output / "base")
+    single_true = example_pool(lambda i: maker.single_turn_row(i, rng, true_answer=True), range(n, 2 * n), "global-view rows", progress)
+    fit(control, maker.tokens, _mixed_batches([single_true], [settings.batch], seed + 1), steps=settings.control_steps,
+        learning_rate=settings.learning_rate, pad_id=pad, warmup_steps=10, progress=progress, description="global-view control")
+    report["global_view_control_accuracy"] = single_turn_accuracy(control, processor, held_task, gates)
+    report["global_view_control_train_accuracy"] = single_turn_accuracy(control, processor, maker.task, range(n, n + settings.gate_questions))
+    print(f"[control] trained on global views with true answers: held-out accuracy {report['global_view_control_accuracy']:.3f}", flush=True)
+    del control
+
+    # Warm-start: format rows (random cells, random letters) plus rehearsal of the base abilities.
+    formats = example_pool(lambda i: maker.format_row(i, rng), range(2 * n, 3 * n), "format rows", progress)
+    singles = example_pool(lambda i: maker.single_turn_row(i, rng), range(3 * n, 4 * n), "single-turn rows", progress)
+    quarter = settings.batch // 4
+    fit(model, maker.tokens, _mixed_batches([formats, singles, reading, grounding], [quarter] * 4, seed + 2), steps=settings.warmstart_steps,
+        learning_rate=settings.learning_rate / 3, pad_id=pad, warmup_steps=5, progress=progress, description="format warm-start")
+    report["warmstart"] = measure("warm-start")
+    _save(model, processor, output / "warmstart")
+    report["seconds"] = time.perf_counter() - started
+    (output / "supervised.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+# ------------------------------------------------------------------------ RL
+@dataclass
+class RLSettings:
+    """The RL comparison: identical for MGPO and GRPO apart from the protocol."""
+
+    steps: int = 120
+    group_size: int = 16
+    prompts_per_step: int = 2
+    learning_rate: float = 1e-4
+    kl_coef: float = 0.05
+    temperature: float = 1.0
+    eval_every: int = 40
+    eval_questions: int = 500
+    train_questions: int = 2000
+
+
+def rl_config(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, output_dir: Path) -> Any:
+    """The trainer config of one RL run (MGPO: ``two_turn``; GRPO: ``single_turn``)."""
+    from .config import MGPOConfig
+
+    return MGPOConfig(
+        model=str(checkpoint),
+        dataset="synthetic",
+        dataset_kwargs={"num_samples": settings.train_questions, "seed": TRAIN_SEED, **TASK_KWARGS},
+        protocol=protocol,
+        min_pixels=MIN_PIXELS,
+        max_pixels=MAX_PIXELS,
+        box_frame="pixel",
+        env_kwargs=dict(ENV_KWARGS),
+        group_size=settings.group_size,
+        prompts_per_step=settings.prompts_per_step,
+        mini_batch_prompts=settings.prompts_per_step,
+        micro_batch_size=settings.group_size * settings.prompts_per_step,
+        temperature=settings.temperature,
+        max_new_tokens=16,
+        kl_coef=settings.kl_coef,
+        entropy_coef=0.0,
+        learning_rate=settings.learning_rate,
+        weight_decay=0.0,
+        steps=settings.steps,
+        seed=seed,
+        output_dir=str(output_dir),
+        save_every=max(settings.steps, 1),
+        keep_checkpoints=1,
+        dtype="float32",
+        torch_threads=1,
+        tensorboard=False,
+    )
+
+
+def evaluation_task(settings: RLSettings) -> Any:
+    from mgpo_envs.synthetic import SyntheticTask
+
+    return SyntheticTask(settings.eval_questions, seed=EVAL_SEED, **TASK_KWARGS)
+
+
+def run_rl(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, output_dir: Path, progress: bool = False) -> list[dict[str, Any]]:
+    """One RL run with held-out evaluations every ``eval_every`` steps (``evals.jsonl``)."""
+    from .trainer import MGPOTrainer
+
+    torch.set_num_threads(1)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    trainer = MGPOTrainer(rl_config(checkpoint, protocol, seed, settings, output_dir))
+    task = evaluation_task(settings)
+    evals = []
+    marks = list(range(settings.eval_every, settings.steps, settings.eval_every)) + [settings.steps]
+    for mark in marks:
+        trainer.train(mark, progress=progress)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        row = {"step": trainer.step, "protocol": protocol, "seed": seed, **task_episode_metrics(model, trainer.processor, task, range(len(task)), protocol)}
+        evals.append(row)
+        with open(output_dir / "evals.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"[{protocol} seed {seed}] step {trainer.step}: held-out accuracy {row['accuracy']:.3f}, hit rate {row['hit_rate']:.3f}", flush=True)
+    return evals
+
+
+def evaluate_checkpoint(checkpoint: Path, protocol: str, settings: RLSettings, output: Path) -> dict[str, Any]:
+    """Held-out metrics of the warm-start checkpoint (the 'before' of both methods)."""
+    torch.set_num_threads(1)
+    processor = load_processor(checkpoint)
+    model = load_model(checkpoint)
+    task = evaluation_task(settings)
+    row = {"step": 0, "protocol": protocol, **task_episode_metrics(model, processor, task, range(len(task)), protocol)}
+    output.write_text(json.dumps(row) + "\n")
+    return row
+
+
+def _run_parallel(commands: list[list[str]], lanes: int, log_dir: Path) -> None:
+    """Run commands, ``lanes`` at a time (one CPU thread each); fail loudly if any fails."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pending = list(enumerate(commands))
+    running: list[tuple[int, subprocess.Popen, Any]] = []
+    failed = []
+    while pending or running:
+        while pending and len(running) < lanes:
+            k, command = pending.pop(0)
+            handle = open(log_dir / f"job{k}.log", "w")
+            running.append((k, subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}), handle))
+        time.sleep(2)
+        for item in list(running):
+            k, process, handle = item
+            if process.poll() is not None:
+                handle.close()
+                running.remove(item)
+                tail = (log_dir / f"job{k}.log").read_text().strip().splitlines()[-3:]
+                print(f"job {k} ({' '.join(commands[k][3:])}) finished with {process.returncode}: {tail[-1] if tail else ''}", flush=True)
+                if process.returncode:
+                    failed.append(k)
+    if failed:
+        raise RuntimeError(f"jobs {failed} failed; see {log_dir}/job*.log")
+
+
+# -------------------------------------------------------------------- report
+METHODS = {"two_turn": "MGPO", "single_turn": "GRPO"}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    array = np.array([v for v in values if v == v], dtype=float)
+    if not len(array):
+        return float("nan"), float("nan")
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def _fmt(mean: float, std: float) -> str:
+    return "—" if mean != mean else f"{mean:.3f} ± {std:.3f}"
+
+
+def collect(output: Path) -> dict[str, Any]:
+    """Every run's held-out evaluations and training metrics under ``output/runs``."""
+    from .plots import read_metrics
+
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in METHODS}
+    for run_dir in sorted((output / "runs").glob("*-seed*")):
+        protocol = run_dir.name.split("-seed")[0]
+        evals = read_metrics(run_dir / "evals.jsonl") if (run_dir / "evals.jsonl").exists() else []
+        metrics = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        runs.setdefault(protocol, []).append({"seed": int(run_dir.name.split("-seed")[1]), "evals": evals, "metrics": metrics})
+    before = {p: json.loads((output / f"before-{p}.json").read_text()) for p in METHODS if (output / f"before-{p}.json").exists()}
+    return {"runs": runs, "before": before}
+
+
+def results_table(data: dict[str, Any]) -> str:
+    """The markdown table: held-out metrics before and after RL, mean ± std over seeds."""
+    lines = [
+        "| method | seeds | accuracy before | accuracy after | valid-box rate after | hit rate before | hit rate after | mean IoU after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for protocol, name in METHODS.items():
+        runs = [r for r in data["runs"].get(protocol, []) if r["evals"]]
+        if not runs:
+            continue
+        before = data["before"].get(protocol, {})
+        final = [r["evals"][-1] for r in runs]
+        grounded = protocol != "single_turn"
+        cells = [
+            name,
+            str(len(runs)),
+            f"{before.get('accuracy', float('nan')):.3f}",
+            _fmt(*_mean_std([e["accuracy"] for e in final])),
+            _fmt(*_mean_std([e["valid_box_rate"] for e in final])) if grounded else "— (no box)",
+            f"{before.get('hit_rate', float('nan')):.3f}" if grounded else "—",
+            _fmt(*_mean_std([e["hit_rate"] for e in final])) if grounded else "—",
+            _fmt(*_mean_std([e["mean_iou"] for e in final])) if grounded else "—",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_results(data: dict[str, Any], path: Path) -> Path:
+    """Accuracy, valid-box rate and hit rate over RL steps (mean and range over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colours = {"two_turn": "tab:blue", "single_turn": "tab:orange"}
+    panels = [
+        ("held-out accuracy (greedy)", "evals", "accuracy"),
+        ("valid-box rate (training rollouts)", "metrics", "valid_box_rate"),
+        ("crop hit rate (training rollouts; held-out: dots)", "metrics", "hit_rate"),
+    ]
+    for ax, (title, source, key) in zip(axes, panels):
+        for protocol, name in METHODS.items():
+            runs = [r for r in data["runs"].get(protocol, []) if r[source]]
+            if not runs or (protocol == "single_turn" and key != "accuracy"):
+                continue
+            before = data["before"].get(protocol)
+            series = []
+            for r in runs:
+                rows = r[source]
+                if source == "evals" and before is not None:
+                    rows = [before] + rows
+                steps = [row["step"] for row in rows]
+                values = np.array([row.get(key, float("nan")) for row in rows], dtype=float)
+                if source == "metrics" and len(values) >= 5:  # sampled rollouts are noisy: a running mean
+                    kernel = np.ones(5) / 5
+                    values = np.convolve(np.pad(values, (2, 2), mode="edge"), kernel, mode="valid")
+                series.append((steps, values))
+            length = min(len(v) for _, v in series)
+            steps = series[0][0][:length]
+            stacked = np.stack([v[:length] for _, v in series])
+            ax.plot(steps, stacked.mean(0), color=colours[protocol], label=f"{name} (mean of {len(series)} seeds)")
+            ax.fill_between(steps, stacked.min(0), stacked.max(0), color=colours[protocol], alpha=0.2)
+            if key == "hit_rate" and protocol == "two_turn":
+                for r in runs:
+                    ev = ([before] if before else []) + r["evals"]
+                    ax.scatter([e["step"] for e in ev], [e["hit_rate"] for e in ev], color=colours[protocol], s=12, zorder=3)
+        if key == "accuracy":
+            ax.axhline(0.25, color="gray", linestyle=":", label="chance (4 options)")
+        ax.set_title(title)
+        ax.set_xlabel("RL step")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def episode_picture(checkpoint: Path, path: Path, index: int = 0, settings: Optional[RLSettings] = None) -> dict[str, Any]:
+    """One greedy held-out episode of a trained model: its box on the view, the crop, its answer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    settings = settings or RLSettings()
+    task = evaluation_task(settings)
+    processor = load_processor(checkpoint)
+    model = load_model(checkpoint)
+    env_holder: list[gym.Env] = []
+
+    def maker() -> gym.Env:
+        env_holder.append(make_env(task))
+        return env_holder[-1]
+
+    trajectory = _greedy_episodes(model, processor, maker, [index])[0]
+    env = env_holder[0].unwrapped
+    images = env.chat_images()
+    info = trajectory.info
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    view = images[0]
+    axes[0].imshow(view)
+    scale = view.width / info["original_image_size"][0]
+    for box, colour, label in ((info.get("target_box"), "lime", "annotated target"), (info.get("crop_box"), "red", "model's box")):
+        if box:
+            x1, y1, x2, y2 = (v * scale for v in box)
+            axes[0].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=2, label=label))
+    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].set_title(f"turn 1, the {view.width}px view: reply {trajectory.replies[0]!r}")
+    if len(images) > 1:
+        axes[1].imshow(images[1])
+    answer = trajectory.replies[-1]
+    axes[1].set_title(f"turn 2, the crop: reply {answer!r} ({'correct' if info.get('correct') else 'wrong'}; truth {task[index].answer})")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(task[index].question, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return {"replies": trajectory.replies, "correct": bool(info.get("correct")), "crop_box": info.get("crop_box"), "target_box": info.get("target_box")}
+
+
+# ----------------------------------------------------------------------- CLI
+COMMITTED_CHECKPOINT = Path(__file__).resolve().parent.parent / "benchmarks" / "checkpoints" / "emergence-warmstart"
+
+
+def compare(checkpoint: Path, output: Path, settings: RLSettings, seeds: Sequence[int], lanes: int = 2) -> dict[str, Any]:
+    """Stage 3 and 4: MGPO and GRPO runs from ``checkpoint``, in parallel lanes, then the report."""
+    started = time.perf_counter()
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "rl_settings.json").write_text(json.dumps({**asdict(settings), "seeds": list(seeds), "checkpoint": str(checkpoint)}, indent=2) + "\n")
+    me = [sys.executable, "-m", "mgpo_agents.emergence"]
+    common = ["--checkpoint", str(checkpoint), "--output", str(output), "--settings", json.dumps(asdict(settings))]
+    commands = [me + ["before", "--protocol", p] + common for p in METHODS]
+    for seed in seeds:
+        for protocol in METHODS:  # interleaved, so the two lanes carry similar loads
+            commands.append(me + ["rl", "--protocol", protocol, "--seed", str(seed)] + common)
+    # Longest first: MGPO runs take about three times a GRPO run.
+    commands.sort(key=lambda c: (c[3] != "rl", "two_turn" not in c))
+    _run_parallel(commands, lanes, output / "logs")
+    seconds = time.perf_counter() - started
+    return write_report(output, seconds, checkpoint)
+
+
+def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, Any]:
+    data = collect(output)
+    table = results_table(data)
+    plot = plot_results(data, output / "emergence_curves.png")
+    best = None
+    for run in data["runs"].get("two_turn", []):
+        final = output / "runs" / f"two_turn-seed{run['seed']}" / "checkpoints"
+        found = sorted(final.glob("step-*")) if final.exists() else []
+        if found:
+            best = found[-1]
+            break
+    picture = episode_picture(best, output / "emergence_episode.png") if best else None
+    summary = {"table": table, "seconds": seconds, "checkpoint": str(checkpoint), "plot": str(plot), "episode": picture}
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(table)
+    print(f"RL comparison took {seconds / 60:.1f} min")
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mgpo_agents.emergence", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report"],
+                        help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs")
+    parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
+    parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
+    parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 120, quick 40)")
+    parser.add_argument("--lanes", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    parser.add_argument("--protocol", choices=list(METHODS), default="two_turn")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settings", type=str, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--from-scratch", action="store_true", help="with 'all': retrain the supervised stages instead of using the committed checkpoint")
+    args = parser.parse_args(argv)
+
+    settings = RLSettings(**json.loads(args.settings)) if args.settings else RLSettings()
+    seeds = args.seeds
+    if args.quick and not args.settings:
+        settings = RLSettings(steps=40, eval_every=40)
+        seeds = seeds[:1]
+    if args.steps is not None:
+        settings.steps = args.steps
+        settings.eval_every = min(settings.eval_every, args.steps)
+    checkpoint = args.checkpoint or COMMITTED_CHECKPOINT
+
+    if args.command == "rl":
+        run_rl(checkpoint, args.protocol, args.seed, settings, args.output / "runs" / f"{args.protocol}-seed{args.seed}")
+        return 0
+    if args.command == "before":
+        evaluate_checkpoint(checkpoint, args.protocol, settings, args.output / f"before-{args.protocol}.json")
+        return 0
+    if args.command == "report":
+        write_report(args.output, float("nan"), checkpoint)
+        return 0
+    if args.command == "supervised" or (args.command == "all" and args.from_scratch):
+        report = train_base_and_warmstart(args.output / "supervised", StageSettings())
+        checkpoint = args.output / "supervised" / "warmstart"
+        if args.command == "supervised":
+            print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
+            return 0
+    if not (checkpoint / "config.json").exists():
+        print(f"error: no warm-start checkpoint at {checkpoint}; run with --from-scratch (or the 'supervised' command) first", file=sys.stderr)
+        return 2
+    compare(checkpoint, args.output, settings, seeds, args.lanes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
