@@ -54,22 +54,22 @@ from .supervised import fit, reply_ids, scripted_trajectory
 from .trajectory import ConversationTokenizer, Trajectory
 
 # ----------------------------------------------------------------- the task
-CANVAS = 1792  # original pixels; the view is 224 (8x smaller), a crop of one cell 224 (2x smaller)
-CELLS = 4  # the box vocabulary: one of 4 x 4 cells of the view
+CANVAS = 896  # original pixels; the view is 224 (4x smaller), a crop of one cell 224 (2x smaller)
+CELLS = 2  # the box vocabulary: one of 2 x 2 cells of the view
 VIEW = 224
 MIN_PIXELS, MAX_PIXELS = 32 * 28 * 28, 64 * 28 * 28
 
 TASK_KWARGS: dict[str, Any] = dict(
     canvas_size=CANVAS,
-    target_size=128,  # 16 view pixels: the frame shows as a dark outline, the checker as flat gray
-    grid=8,  # = the view's downsampling factor: checker period 8, frame 8 px, all aligned to 8
-    checker_square=4,
-    clutter=20,
+    target_size=128,  # 32 view pixels: the frame shows as a dark outline, the checker as flat gray
+    grid=4,  # = the view's downsampling factor: checker period 4, frame 4 px, all aligned to 4
+    checker_square=2,  # 1 pixel in a cell's crop: the colours alternate pixel by pixel there
+    clutter=12,
     cells=CELLS,
     question_types=["colour"],
     shuffle_choices=False,
 )
-GROUNDING_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=1, object_size=(160, 288), clutter=20)
+GROUNDING_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=1, object_size=(96, 192), clutter=12)
 
 # Short prompts: the tiny model reads every token of them at every step.
 TEMPLATES: dict[str, str] = {
@@ -130,7 +130,7 @@ def build_base_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-POSITION_CODE = 10.0  # amplitude of the processor's 2-D position code (see PositionCodedImageProcessor)
+POSITION_CODE = 1.0  # amplitude of the processor's 2-D position code (see PositionCodedImageProcessor)
 
 
 # ------------------------------------------------------- supervised examples
@@ -165,7 +165,7 @@ class ExampleMaker:
         if rng.random() < 0.5:
             acted = cell_box_text(*cell_of(sample.target_box))  # type: ignore[arg-type]
         else:  # a tighter box: the target fills more of the crop
-            margin = rng.uniform(4, 16)
+            margin = rng.uniform(8, 32)
             acted = f"[{max(0, int(x1 * scale - margin))},{max(0, int(y1 * scale - margin))},{min(VIEW, int(x2 * scale + margin + 1))},{min(VIEW, int(y2 * scale + margin + 1))}]"
         return scripted_trajectory(
             self.tokens, self.two_turn, index, [acted, answer_text(sample.answer)], train_turns=[1], shown_replies=[self._random_cell(rng), None]
@@ -188,13 +188,50 @@ class ExampleMaker:
 
 
 def example_pool(make: Callable[[int], Trajectory], indices: Sequence[int], description: str, progress: bool = True) -> list[Trajectory]:
-    """Build a list of training conversations once (rendering and tokenising dominate otherwise)."""
+    """Build a list of training conversations once (rendering and tokenising dominate otherwise).
+
+    Pixel values are kept in float16 (half the memory of a pool; the training pass casts
+    them back to the model's dtype).
+    """
     from tqdm.auto import tqdm
 
-    return [make(i) for i in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True)]
+    pool = []
+    for i in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True):
+        trajectory = make(i)
+        trajectory.pixel_values = [p.to(torch.float16) for p in trajectory.pixel_values]
+        pool.append(trajectory)
+    return pool
 
 
 # -------------------------------------------------------------- measurements
+def attribute_leak_check(layouts: int = 20) -> dict[str, float]:
+    """Render layouts with each of the four answers: max pixel difference in the view and in the cell crop.
+
+    0 in the view means the global view carries no information about the answer at all.
+    """
+    from dataclasses import replace
+
+    from mgpo_env.image_budget import ImageBudget, resize_image
+    from mgpo_envs.synthetic import COLOUR_PAIRS, SyntheticTask, render_layout
+
+    task = SyntheticTask(layouts, seed=EVAL_SEED + 200, **TASK_KWARGS)
+    budget = ImageBudget(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+    view_diff, crop_diff = 0.0, 0.0
+    for i in range(layouts):
+        layout = task[i].image.layout
+        side = CANVAS // CELLS
+        column, row = cell_of(layout.boxes[0])
+        cell = (column * side, row * side, (column + 1) * side, (row + 1) * side)
+        views, crops = [], []
+        for pair in COLOUR_PAIRS:
+            image = render_layout(task, replace(layout, answer_value=pair))
+            views.append(np.asarray(resize_image(image, budget.view_size(image.size)), dtype=int))
+            crop = image.crop(cell)
+            crops.append(np.asarray(resize_image(crop, budget.view_size(crop.size)), dtype=int))
+        view_diff = max(view_diff, max(float(np.abs(v - views[0]).max()) for v in views))
+        crop_diff = max(crop_diff, max(float(np.abs(c - crops[0]).max()) for c in crops))
+    return {"layouts": layouts, "view_max_difference": view_diff, "crop_max_difference": crop_diff}
+
 def _greedy_episodes(model: Any, processor: Any, env_maker: Callable[[], gym.Env], indices: Sequence[int], forced_first: Optional[Callable[[int], str]] = None, batch: int = 50, max_new_tokens: int = 16) -> list[Trajectory]:
     tokens = ConversationTokenizer(processor)
     forcing = None
@@ -293,7 +330,8 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     held_task = SyntheticTask(settings.gate_questions, seed=EVAL_SEED + 100, **TASK_KWARGS)  # not the RL evaluation set
     held_grounding = GroundingTask(settings.gate_questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
     gates = range(settings.gate_questions)
-    report: dict[str, Any] = {"settings": asdict(settings), "seed": seed}
+    report: dict[str, Any] = {"settings": asdict(settings), "seed": seed, "leak_check": attribute_leak_check()}
+    print(f"[leak check] {report['leak_check']}", flush=True)
     curve: list[dict[str, float]] = []
 
     def measure(label: str) -> dict[str, float]:
@@ -338,7 +376,8 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     report["warmstart"] = measure("warm-start")
     _save(model, processor, output / "warmstart")
     report["seconds"] = time.perf_counter() - started
-    (output / "supervised.json").write_text(json.dumps(report, indent=2) + "\n")
+    for where in (output, output / "warmstart"):  # the checkpoint carries its own record
+        (where / "supervised.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -481,7 +520,7 @@ def collect(output: Path) -> dict[str, Any]:
         metrics = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
         runs.setdefault(protocol, []).append({"seed": int(run_dir.name.split("-seed")[1]), "evals": evals, "metrics": metrics})
     before = {p: json.loads((output / f"before-{p}.json").read_text()) for p in METHODS if (output / f"before-{p}.json").exists()}
-    return {"runs": runs, "before": before}
+    return {"runs": runs, "before": before, "output": str(output)}
 
 
 def results_table(data: dict[str, Any]) -> str:
@@ -509,6 +548,38 @@ def results_table(data: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint: Path) -> str:
+    """The results page: settings, the supervised stages' gates, the RL table, the commands."""
+    settings = json.loads((Path(data.get("output", ".")) / "rl_settings.json").read_text()) if data.get("output") else {}
+    lines = ["# Grounding from a binary reward, in miniature (MGPO vs GRPO on CPU)", ""]
+    supervised = checkpoint / "supervised.json"
+    if supervised.exists():
+        report = json.loads(supervised.read_text())
+        base, warm = report.get("base", {}), report.get("warmstart", {})
+        lines += [
+            "## Base abilities and warm-start (supervised, measured on held-out questions)", "",
+            "| stage | reading accuracy (oracle crops) | generic grounding hit rate |", "|---|---|---|",
+            f"| random init | {report['random_init']['reading_accuracy']:.3f} | {report['random_init']['grounding_hit_rate']:.3f} |",
+            *[f"| base, step {row['step']} | {row['reading_accuracy']:.3f} | {row['grounding_hit_rate']:.3f} |" for row in report.get("base_curve", [])],
+            f"| base (gates: >= 0.9 and >= 0.8) | {base.get('reading_accuracy', float('nan')):.3f} | {base.get('grounding_hit_rate', float('nan')):.3f} |",
+            f"| format warm-start (the RL checkpoint) | {warm.get('reading_accuracy', float('nan')):.3f} | {warm.get('grounding_hit_rate', float('nan')):.3f} |",
+            "",
+            f"Global-view control (the base model trained on global views with the true answers): held-out accuracy "
+            f"{report.get('global_view_control_accuracy', float('nan')):.3f}, on its own training questions "
+            f"{report.get('global_view_control_train_accuracy', float('nan')):.3f} (chance 0.25).",
+            f"Leak check over {report['leak_check']['layouts']} layouts rendered with each of the four answers: largest pixel "
+            f"difference {report['leak_check']['view_max_difference']:.0f} in the global view, {report['leak_check']['crop_max_difference']:.0f} in the cell's crop.",
+            f"Supervised stages took {report.get('seconds', float('nan')) / 60:.1f} min.",
+            "",
+        ]
+    lines += ["## RL: held-out evaluation (greedy), mean ± std over seeds", "", table, "",
+              f"RL comparison wall time: {seconds / 60:.1f} min (runs in two parallel lanes, one CPU thread each).", ""]
+    if settings:
+        lines += ["Settings (identical for both methods apart from the protocol): `" + json.dumps(settings) + "`", ""]
+    lines += ["![curves](emergence_curves.png)", "", "![episode](emergence_episode.png)", ""]
+    return "\n".join(lines) + "\n"
 
 
 def plot_results(data: dict[str, Any], path: Path) -> Path:
@@ -645,6 +716,7 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
     picture = episode_picture(best, output / "emergence_episode.png") if best else None
     summary = {"table": table, "seconds": seconds, "checkpoint": str(checkpoint), "plot": str(plot), "episode": picture}
     (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (output / "emergence.md").write_text(markdown_report(data, table, seconds, checkpoint))
     print(table)
     print(f"RL comparison took {seconds / 60:.1f} min")
     return summary

@@ -65,9 +65,12 @@ class PositionCodedImageProcessor(Qwen2VLImageProcessorPil):
     the parent class's pixel values.
     """
 
-    def __init__(self, position_code: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, position_code: float = 0.0, position_code_mode: str = "additive", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if position_code_mode not in ("additive", "modulated"):
+            raise ValueError(f"position_code_mode must be 'additive' or 'modulated', got {position_code_mode!r}")
         self.position_code = float(position_code)
+        self.position_code_mode = position_code_mode
 
     def patchify(self, image: Any, patch_size: int, merge_size: int, temporal_patch_size: int) -> Any:
         import numpy as np
@@ -75,16 +78,25 @@ class PositionCodedImageProcessor(Qwen2VLImageProcessorPil):
         patches, grid_h, grid_w = super().patchify(image, patch_size, merge_size, temporal_patch_size)
         if not self.position_code or temporal_patch_size < 2:
             return patches, grid_h, grid_w
-        code = position_code_features(grid_h, grid_w, merge_size) * self.position_code  # (grid_h * grid_w, 16)
         patches = np.array(patches, dtype=np.float32)  # the parent's result may be a read-only broadcast view
         view = patches.reshape(patches.shape[0], -1, temporal_patch_size, patch_size * patch_size)
+        if self.position_code_mode == "modulated":
+            # Every pixel's value, times one of the patch's zero-mean position features: a uniform
+            # background sums to zero over the image, so a mean over tokens keeps only where things differ.
+            features = position_code_features(grid_h, grid_w, merge_size, full_period=True) * self.position_code
+            pattern = features[:, np.arange(patch_size * patch_size) % features.shape[1]]  # (patches, P*P)
+            modulation = view[:, :, 0, :] * pattern[:, None, :]
+            view[:, :, 0, :] += modulation
+            view[:, :, 1, :] -= modulation
+            return patches, grid_h, grid_w
+        code = position_code_features(grid_h, grid_w, merge_size) * self.position_code  # (grid_h * grid_w, 16)
         width = min(code.shape[1], patch_size * patch_size)
         view[:, 0, 0, :width] += code[:, :width]
         view[:, 0, 1, :width] -= code[:, :width]
         return patches, grid_h, grid_w
 
 
-def position_code_features(grid_h: int, grid_w: int, merge_size: int, frequencies: int = 4) -> Any:
+def position_code_features(grid_h: int, grid_w: int, merge_size: int, frequencies: int = 4, full_period: bool = False) -> Any:
     """The per-patch features :class:`PositionCodedImageProcessor` writes, in Qwen's patch order.
 
     Patches are flattened merge-block by merge-block: ``(block row, block column,
@@ -101,7 +113,7 @@ def position_code_features(grid_h: int, grid_w: int, merge_size: int, frequencie
     order = order.transpose(0, 2, 1, 3).reshape(-1)  # Qwen's flattening of (row, column)
     u = (cols[order] + 0.5) / grid_w
     v = (rows[order] + 0.5) / grid_h
-    k = np.arange(1, frequencies + 1)
+    k = np.arange(1, frequencies + 1) * (2 if full_period else 1)  # full periods: each feature sums to 0 over the grid
     features = [np.sin(np.pi * np.outer(u, k)), np.cos(np.pi * np.outer(u, k)), np.sin(np.pi * np.outer(v, k)), np.cos(np.pi * np.outer(v, k))]
     return np.concatenate(features, axis=1).astype(np.float32)
 

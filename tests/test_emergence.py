@@ -1,0 +1,91 @@
+"""The miniature experiment's building blocks: leak-free attribute, cell boxes, training rows,
+the parity of the two methods' settings, and the results table."""
+
+import random
+
+import numpy as np
+import pytest
+
+import mgpo_agents.emergence as E
+from mgpo_agents.qwen_processor import load_processor
+from mgpo_env.geometry import contains
+from mgpo_envs.synthetic import SyntheticTask
+
+
+def test_the_answer_is_invisible_in_the_view_and_plain_in_the_cell_crop():
+    check = E.attribute_leak_check(layouts=6)
+    assert check["view_max_difference"] == 0.0
+    assert check["crop_max_difference"] > 200
+
+
+def test_boxing_the_targets_cell_crops_a_region_that_holds_it():
+    task = SyntheticTask(30, seed=5, **E.TASK_KWARGS)
+    env = E.make_env(task)
+    for i in range(30):
+        _, info = env.reset(options={"index": i})
+        _, _, _, _, info = env.step(E.cell_box_text(*E.cell_of(task[i].target_box)))
+        assert info["box_valid"] and contains(info["crop_box"], info["target_box"])
+        side = E.CANVAS // E.CELLS
+        assert info["crop_box"][2] - info["crop_box"][0] == side
+
+
+def test_random_cells_hit_at_the_chance_rate():
+    task = SyntheticTask(400, seed=6, **E.TASK_KWARGS)
+    rng = random.Random(0)
+    hits = [E.cell_of(task[i].target_box) == (rng.randrange(E.CELLS), rng.randrange(E.CELLS)) for i in range(400)]
+    assert abs(np.mean(hits) - 1 / E.CELLS**2) < 0.07
+
+
+@pytest.fixture(scope="module")
+def maker(tmp_path_factory):
+    path = E.build_base_model(tmp_path_factory.mktemp("emergence") / "m")
+    return E.ExampleMaker(load_processor(path), task_size=50)
+
+
+def test_reading_rows_show_a_random_cell_but_crop_the_target(maker):
+    rng = random.Random(1)
+    shown_cells = set()
+    for i in range(12):
+        row = maker.reading(i, rng)
+        assert [s.generated for s in row.segments] == [False, False, False, True]  # only the answer is trained
+        assert contains(row.info["crop_box"], maker.task[i].target_box)
+        shown = maker.tokens.tokenizer.decode(row.segments[1].ids, skip_special_tokens=True)
+        shown_cells.add(shown)
+        assert row.info["answer"] == maker.task[i].answer
+    assert len(shown_cells) > 1  # the shown box does not follow the target
+
+
+def test_format_and_single_turn_rows_train_only_their_reply(maker):
+    rng = random.Random(2)
+    box_row = maker.format_row(3, rng)
+    assert [s.generated for s in box_row.segments] == [False, True]
+    single = maker.single_turn_row(3, rng, true_answer=True)
+    assert single.info["correct"] is True and [s.generated for s in single.segments] == [False, True]
+    grounding = maker.grounding_row(4)
+    assert grounding.info["box_valid"] and contains(grounding.info["crop_box"], maker.grounding[4].target_box)
+
+
+def test_mgpo_and_grpo_runs_differ_only_in_the_protocol(tmp_path):
+    settings = E.RLSettings(steps=10)
+    mgpo = E.rl_config(tmp_path, "two_turn", 1, settings, tmp_path / "a").to_dict()
+    grpo = E.rl_config(tmp_path, "single_turn", 1, settings, tmp_path / "b").to_dict()
+    different = {k for k in mgpo if mgpo[k] != grpo[k]}
+    assert different == {"protocol", "output_dir"}
+
+
+def test_results_table_reports_mean_and_sample_std():
+    data = {
+        "before": {"two_turn": {"accuracy": 0.25, "hit_rate": 0.1}, "single_turn": {"accuracy": 0.26}},
+        "runs": {
+            "two_turn": [
+                {"seed": s, "evals": [{"step": 5, "accuracy": a, "valid_box_rate": 1.0, "hit_rate": h, "mean_iou": 0.2}], "metrics": []}
+                for s, a, h in ((0, 0.5, 0.6), (1, 0.7, 0.8))
+            ],
+            "single_turn": [{"seed": 0, "evals": [{"step": 5, "accuracy": 0.3, "valid_box_rate": 0.0, "hit_rate": 0.0, "mean_iou": 0.0}], "metrics": []}],
+        },
+    }
+    table = E.results_table(data)
+    mgpo = next(line for line in table.splitlines() if line.startswith("| MGPO"))
+    assert f"0.600 ± {np.std([0.5, 0.7], ddof=1):.3f}" in mgpo and "| 2 |" in mgpo and "0.700 ± 0.141" in mgpo
+    grpo = next(line for line in table.splitlines() if line.startswith("| GRPO"))
+    assert "0.300 ± 0.000" in grpo and "no box" in grpo
