@@ -130,7 +130,9 @@ def build_base_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-POSITION_CODE = 1.0  # amplitude of the processor's 2-D position code (see PositionCodedImageProcessor)
+# Amplitude of the processor's 2-D position code (see PositionCodedImageProcessor); 0 turns it off.
+# Probes with 1 and 10 did not teach grounding and slowed reading down (benchmarks/results/emergence.md).
+POSITION_CODE = 0.0
 
 
 # ------------------------------------------------------- supervised examples
@@ -188,19 +190,10 @@ class ExampleMaker:
 
 
 def example_pool(make: Callable[[int], Trajectory], indices: Sequence[int], description: str, progress: bool = True) -> list[Trajectory]:
-    """Build a list of training conversations once (rendering and tokenising dominate otherwise).
-
-    Pixel values are kept in float16 (half the memory of a pool; the training pass casts
-    them back to the model's dtype).
-    """
+    """Build a list of training conversations once (rendering and tokenising dominate otherwise)."""
     from tqdm.auto import tqdm
 
-    pool = []
-    for i in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True):
-        trajectory = make(i)
-        trajectory.pixel_values = [p.to(torch.float16) for p in trajectory.pixel_values]
-        pool.append(trajectory)
-    return pool
+    return [make(i) for i in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True)]
 
 
 # -------------------------------------------------------------- measurements
@@ -281,13 +274,13 @@ def task_episode_metrics(model: Any, processor: Any, task: Any, indices: Sequenc
 class StageSettings:
     """Supervised stage sizes (the defaults are the committed run's)."""
 
-    pool: int = 800  # conversations built per kind (reused across steps)
+    pool: int = 600  # conversations built per kind (reused across steps)
     base_steps: int = 600
-    warmstart_steps: int = 150
-    control_steps: int = 300
+    warmstart_steps: int = 100
+    control_steps: int = 150
     batch: int = 32
     learning_rate: float = 1e-3
-    gate_questions: int = 200
+    gate_questions: int = 150
 
 
 def _save(model: Any, processor: Any, path: Path) -> Path:
@@ -386,13 +379,13 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
 class RLSettings:
     """The RL comparison: identical for MGPO and GRPO apart from the protocol."""
 
-    steps: int = 120
+    steps: int = 60
     group_size: int = 16
     prompts_per_step: int = 2
     learning_rate: float = 1e-4
     kl_coef: float = 0.05
     temperature: float = 1.0
-    eval_every: int = 40
+    eval_every: int = 30
     eval_questions: int = 500
     train_questions: int = 2000
 
@@ -557,6 +550,7 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
     supervised = checkpoint / "supervised.json"
     if supervised.exists():
         report = json.loads(supervised.read_text())
+        report.setdefault("leak_check", attribute_leak_check())
         base, warm = report.get("base", {}), report.get("warmstart", {})
         lines += [
             "## Base abilities and warm-start (supervised, measured on held-out questions)", "",
@@ -730,7 +724,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 120, quick 40)")
+    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 60, quick 40)")
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--protocol", choices=list(METHODS), default="two_turn")
     parser.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,7 @@ Example:
     >>> from mgpo_agents.qwen_processor import load_processor
     >>> import tempfile
     >>> processor = load_processor(build_tiny_qwen25vl(tempfile.mkdtemp()))
-    >>> env = gym.make("mgpo/HighResVQA-v0", dataset_kwargs={"num_samples": 2, "canvas_size": 448}, max_pixels=64 * 28 * 28)
+    >>> env = gym.make("mgpo/HighResVQA-v0", dataset_kwargs={"num_samples": 2, "canvas_size": 448}, min_pixels=16 * 28 * 28, max_pixels=64 * 28 * 28)
     >>> tokens = ConversationTokenizer(processor)
     >>> t = scripted_trajectory(tokens, env, 0, ["[0,0,112,112]", "\\\\boxed{A}"], train_turns=[1])
     >>> [s.generated for s in t.segments], t.replies
