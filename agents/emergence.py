@@ -82,6 +82,9 @@ TEMPLATES: dict[str, str] = {
 }
 ENV_KWARGS: dict[str, Any] = dict(templates=TEMPLATES, image_after_text=True)
 
+# The longest reply, "[112,112,224,224]", is 17 tokens plus the end-of-turn token: leave room.
+MAX_NEW_TOKENS = 24
+
 # Disjoint dataset seeds: training questions, held-out evaluation, and the supervised stages.
 TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = 0, 1, 2, 3
 
@@ -225,7 +228,7 @@ def attribute_leak_check(layouts: int = 20) -> dict[str, float]:
         crop_diff = max(crop_diff, max(float(np.abs(c - crops[0]).max()) for c in crops))
     return {"layouts": layouts, "view_max_difference": view_diff, "crop_max_difference": crop_diff}
 
-def _greedy_episodes(model: Any, processor: Any, env_maker: Callable[[], gym.Env], indices: Sequence[int], forced_first: Optional[Callable[[int], str]] = None, batch: int = 50, max_new_tokens: int = 16) -> list[Trajectory]:
+def _greedy_episodes(model: Any, processor: Any, env_maker: Callable[[], gym.Env], indices: Sequence[int], forced_first: Optional[Callable[[int], str]] = None, batch: int = 50, max_new_tokens: int = MAX_NEW_TOKENS) -> list[Trajectory]:
     tokens = ConversationTokenizer(processor)
     forcing = None
     if forced_first is not None:
@@ -267,6 +270,21 @@ def task_episode_metrics(model: Any, processor: Any, task: Any, indices: Sequenc
     episodes = _greedy_episodes(model, processor, lambda: make_env(task, protocol), indices)
     summary = summarise([episode_row(t) for t in episodes])
     return {k: summary[k] for k in ("accuracy", "valid_box_rate", "hit_rate", "mean_iou")}
+
+
+def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, float]:
+    """Reading accuracy (oracle crops) and generic grounding hit rate of a saved model, on the gates' held-out sets."""
+    from mgpo_envs.grounding_task import GroundingTask
+    from mgpo_envs.synthetic import SyntheticTask
+
+    torch.set_num_threads(1)
+    processor, model = load_processor(checkpoint), load_model(checkpoint)
+    held_task = SyntheticTask(questions, seed=EVAL_SEED + 100, **TASK_KWARGS)
+    held_grounding = GroundingTask(questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
+    return {
+        "reading_accuracy": reading_accuracy(model, processor, held_task, range(questions)),
+        "grounding_hit_rate": grounding_hit_rate(model, processor, held_grounding, range(questions)),
+    }
 
 
 # -------------------------------------------------------------------- stages
@@ -408,7 +426,7 @@ def rl_config(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, 
         mini_batch_prompts=settings.prompts_per_step,
         micro_batch_size=settings.group_size * settings.prompts_per_step,
         temperature=settings.temperature,
-        max_new_tokens=16,
+        max_new_tokens=MAX_NEW_TOKENS,
         kl_coef=settings.kl_coef,
         entropy_coef=0.0,
         learning_rate=settings.learning_rate,
@@ -568,6 +586,13 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
             f"Supervised stages took {report.get('seconds', float('nan')) / 60:.1f} min.",
             "",
         ]
+        if "measured_with_truncated_replies" in report:
+            lines += [
+                "The intermediate base rows were measured during the run with replies cut at 16 new tokens, which "
+                "cuts the bottom-right cell's box (18 tokens) and counts it invalid; the base and warm-start rows "
+                "were re-measured with 24 (`python -m mgpo_agents.emergence gates --checkpoint DIR`).",
+                "",
+            ]
     lines += ["## RL: held-out evaluation (greedy), mean ± std over seeds", "", table, "",
               f"RL comparison wall time: {seconds / 60:.1f} min (runs in two parallel lanes, one CPU thread each).", ""]
     if settings:
@@ -629,8 +654,12 @@ def plot_results(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def episode_picture(checkpoint: Path, path: Path, index: int = 0, settings: Optional[RLSettings] = None) -> dict[str, Any]:
-    """One greedy held-out episode of a trained model: its box on the view, the crop, its answer."""
+def episode_picture(checkpoint: Path, path: Path, index: Optional[int] = None, settings: Optional[RLSettings] = None) -> dict[str, Any]:
+    """One greedy held-out episode of a trained model: its box on the view, the crop, its answer.
+
+    ``index=None`` shows the first of the held-out questions whose crop holds the target
+    (so the picture shows what a successful episode looks like), else question ``index``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -647,6 +676,10 @@ def episode_picture(checkpoint: Path, path: Path, index: int = 0, settings: Opti
         env_holder.append(make_env(task))
         return env_holder[-1]
 
+    if index is None:
+        candidates = _greedy_episodes(model, processor, lambda: make_env(task), range(min(40, len(task))))
+        hits = [t.sample_index for t in candidates if t.info.get("crop_box") and contains(t.info["crop_box"], t.info["target_box"])]
+        index = hits[0] if hits else 0
     trajectory = _greedy_episodes(model, processor, maker, [index])[0]
     env = env_holder[0].unwrapped
     images = env.chat_images()
@@ -671,7 +704,7 @@ def episode_picture(checkpoint: Path, path: Path, index: int = 0, settings: Opti
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return {"replies": trajectory.replies, "correct": bool(info.get("correct")), "crop_box": info.get("crop_box"), "target_box": info.get("target_box")}
+    return {"index": index, "replies": trajectory.replies, "correct": bool(info.get("correct")), "crop_box": info.get("crop_box"), "target_box": info.get("target_box")}
 
 
 # ----------------------------------------------------------------------- CLI
@@ -718,7 +751,7 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgpo_agents.emergence", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report"],
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates"],
                         help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs")
     parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
@@ -747,6 +780,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.command == "before":
         evaluate_checkpoint(checkpoint, args.protocol, settings, args.output / f"before-{args.protocol}.json")
+        return 0
+    if args.command == "gates":
+        print(json.dumps(measure_gates(checkpoint), indent=2))
         return 0
     if args.command == "report":
         write_report(args.output, float("nan"), checkpoint)
