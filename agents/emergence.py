@@ -564,7 +564,18 @@ def results_table(data: dict[str, Any]) -> str:
 def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint: Path) -> str:
     """The results page: settings, the supervised stages' gates, the RL table, the commands."""
     settings = json.loads((Path(data.get("output", ".")) / "rl_settings.json").read_text()) if data.get("output") else {}
-    lines = ["# Grounding from a binary reward, in miniature (MGPO vs GRPO on CPU)", ""]
+    lines = [
+        "# Grounding from a binary reward, in miniature (MGPO vs GRPO on CPU)", "",
+        "Commands (2-core CPU, one torch thread per run):", "",
+        "```bash",
+        "python benchmarks/emergence.py supervised --output outputs/emergence   # base abilities, control, warm-start checkpoint",
+        "python benchmarks/emergence.py --output outputs/emergence              # RL comparison from the committed checkpoint, 3 seeds",
+        "python benchmarks/emergence.py --quick --output outputs/emergence-quick",
+        "python -m mgpo_agents.emergence gates --checkpoint DIR                 # re-measure a checkpoint's gates",
+        "```", "",
+        "The committed checkpoint is `benchmarks/checkpoints/emergence-warmstart` (its `supervised.json` is the stage record "
+        "below); why the gates are not met: `emergence_probes.md`.", "",
+    ]
     supervised = checkpoint / "supervised.json"
     if supervised.exists():
         report = json.loads(supervised.read_text())
@@ -784,8 +795,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "gates":
         print(json.dumps(measure_gates(checkpoint), indent=2))
         return 0
-    if args.command == "report":
-        write_report(args.output, float("nan"), checkpoint)
+    if args.command == "report":  # redraw from the runs on disk, keeping the recorded wall time
+        previous = args.output / "summary.json"
+        seconds = json.loads(previous.read_text()).get("seconds", float("nan")) if previous.exists() else float("nan")
+        write_report(args.output, seconds, checkpoint)
         return 0
     if args.command == "supervised" or (args.command == "all" and args.from_scratch):
         report = train_base_and_warmstart(args.output / "supervised", StageSettings())

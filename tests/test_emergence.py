@@ -89,3 +89,15 @@ def test_results_table_reports_mean_and_sample_std():
     assert f"0.600 ± {np.std([0.5, 0.7], ddof=1):.3f}" in mgpo and "| 2 |" in mgpo and "0.700 ± 0.141" in mgpo
     grpo = next(line for line in table.splitlines() if line.startswith("| GRPO"))
     assert "0.300 ± 0.000" in grpo and "no box" in grpo
+
+
+def test_the_committed_warmstart_checkpoint_loads_and_writes_the_format():
+    checkpoint = E.COMMITTED_CHECKPOINT
+    assert (checkpoint / "model.safetensors").stat().st_size < 10 * 2**20
+    model, processor = E.load_model(checkpoint), E.load_processor(checkpoint)
+    task = SyntheticTask(8, seed=E.EVAL_SEED, **E.TASK_KWARGS)
+    episodes = E._greedy_episodes(model, processor, lambda: E.make_env(task), range(8))
+    assert all(t.info["box_valid"] for t in episodes)  # turn 1: a well-formed cell box
+    assert all(t.info["answer"] in "ABCD" for t in episodes)  # turn 2: a letter in \boxed{}
+    record = __import__("json").loads((checkpoint / "supervised.json").read_text())
+    assert record["leak_check"]["view_max_difference"] == 0.0
