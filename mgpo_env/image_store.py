@@ -23,6 +23,7 @@ decompression-bomb limit ``max_image_pixels``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -74,6 +75,23 @@ def _open(ref: ImageRef) -> Image.Image:
     raise TypeError(f"unsupported image reference of type {type(ref).__name__}")
 
 
+@contextlib.contextmanager
+def _pillow_limit_lifted():  # type: ignore[no-untyped-def]
+    """Pillow's global pixel limit off, and its warning silenced, inside the block.
+
+    The callers apply their own explicit ``max_image_pixels`` instead, with an error
+    that says how to raise it; the global is restored even when decoding fails.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
 def image_size(ref: ImageRef, *, context: str = "") -> Size:
     """(width, height) of an image, reading only its header where possible."""
     try:
@@ -100,22 +118,15 @@ def decode_image(ref: ImageRef, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIX
         ImageLoadError: missing, unreadable, truncated or oversized image.
     """
     try:
-        with warnings.catch_warnings():
-            # We apply our own, explicit limit below instead of Pillow's global one.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            previous = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                image = _open(ref)
-                width, height = image.size
-                if width * height > max_image_pixels:
-                    raise ImageLoadError(
-                        f"{context}{_describe(ref)} is {width}x{height} = {width * height:,} pixels, over the "
-                        f"limit of {max_image_pixels:,} (max_image_pixels); raise the limit if the image is trusted"
-                    )
-                image.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
+        with _pillow_limit_lifted():  # our own, explicit limit below instead of Pillow's global one
+            image = _open(ref)
+            width, height = image.size
+            if width * height > max_image_pixels:
+                raise ImageLoadError(
+                    f"{context}{_describe(ref)} is {width}x{height} = {width * height:,} pixels, over the "
+                    f"limit of {max_image_pixels:,} (max_image_pixels); raise the limit if the image is trusted"
+                )
+            image.load()
         if image.mode != "RGB":
             image = image.convert("RGB")
         return image
@@ -237,24 +248,17 @@ class ImageStore:
         if not isinstance(ref, (str, Path, bytes, bytearray)):
             return None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                previous = Image.MAX_IMAGE_PIXELS
-                Image.MAX_IMAGE_PIXELS = None
-                try:
-                    with _open(ref) as image:
-                        if image.format != "JPEG" or image.mode not in ("RGB", "L"):
-                            return None
-                        size = image.size
-                        if size[0] * size[1] > self.max_image_pixels:
-                            return None  # the full path raises the explanatory error
-                        target = budget.view_size(size)
-                        image.draft("RGB", target)  # the largest codec scaling that stays >= target
-                        if image.size == size:
-                            return None  # no reduction possible: the full decode is no slower
-                        image.load()
-                finally:
-                    Image.MAX_IMAGE_PIXELS = previous
+            with _pillow_limit_lifted(), _open(ref) as image:
+                if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                    return None
+                size = image.size
+                if size[0] * size[1] > self.max_image_pixels:
+                    return None  # the full path raises the explanatory error
+                target = budget.view_size(size)
+                image.draft("RGB", target)  # the largest codec scaling that stays >= target
+                if image.size == size:
+                    return None  # no reduction possible: the full decode is no slower
+                image.load()
             if image.mode != "RGB":
                 image = image.convert("RGB")
             view = resize_region(image, (0, 0) + image.size, target, fast=True)
