@@ -155,8 +155,7 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
         """
         kwargs.pop("subfolder", None)
         image_kwargs = {k: v for k, v in kwargs.items() if k not in ("trust_remote_code",)}
-        settings = _read_json(Path(pretrained_model_name_or_path) / "preprocessor_config.json")
-        image_class = PositionCodedImageProcessor if settings.get("position_code") else Qwen2VLImageProcessorPil
+        image_class = PositionCodedImageProcessor if _image_settings(Path(pretrained_model_name_or_path)).get("position_code") else Qwen2VLImageProcessorPil
         image_processor = image_class.from_pretrained(pretrained_model_name_or_path, **image_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return [image_processor, tokenizer]
@@ -176,6 +175,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _image_settings(path: Path) -> dict[str, Any]:
+    """The image processor's saved settings: ``preprocessor_config.json``, or, where only the
+    processor was saved (trainer checkpoints), the ``image_processor`` part of ``processor_config.json``."""
+    if (path / "preprocessor_config.json").exists():
+        return _read_json(path / "preprocessor_config.json")
+    nested = _read_json(path / "processor_config.json").get("image_processor")
+    return nested if isinstance(nested, dict) else {}
 
 
 def _is_qwen_vl_dir(path: Path) -> bool:

@@ -111,6 +111,12 @@ def test_position_code_survives_save_and_load(tmp_path):
     processor.image_processor.save_pretrained(path)
     again = load_processor(path)
     assert isinstance(again.image_processor, PositionCodedImageProcessor) and again.image_processor.position_code == 2.0
+    # A trainer checkpoint saves the processor alone (no preprocessor_config.json): the code must survive that too.
+    checkpoint = tmp_path / "checkpoint"
+    again.save_pretrained(checkpoint)
+    assert not (checkpoint / "preprocessor_config.json").exists()
+    reloaded = load_processor(checkpoint)
+    assert isinstance(reloaded.image_processor, PositionCodedImageProcessor) and reloaded.image_processor.position_code == 2.0
 
 
 # ------------------------------------------------------------------- environment knobs
