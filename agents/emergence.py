@@ -36,7 +36,7 @@ import string
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -104,10 +104,15 @@ def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStor
     )
 
 
+def box_text(x1: int, y1: int, x2: int, y2: int) -> str:
+    """A turn-1 reply: the box in view pixels, written the way the warm-start teaches, e.g. ``[56,0,112,56]``."""
+    return f"[{x1},{y1},{x2},{y2}]"
+
+
 def cell_box_text(column: int, row: int) -> str:
-    """The reply that boxes one cell of the view, e.g. ``[56,0,112,56]``."""
+    """The reply that boxes one cell of the view, e.g. ``[112,0,224,112]``."""
     side = VIEW // CELLS
-    return f"[{column * side},{row * side},{(column + 1) * side},{(row + 1) * side}]"
+    return box_text(column * side, row * side, (column + 1) * side, (row + 1) * side)
 
 
 def cell_of(box: Sequence[float], canvas: int = CANVAS) -> tuple[int, int]:
@@ -171,7 +176,7 @@ class ExampleMaker:
             acted = cell_box_text(*cell_of(sample.target_box))  # type: ignore[arg-type]
         else:  # a tighter box: the target fills more of the crop
             margin = rng.uniform(8, 32)
-            acted = f"[{max(0, int(x1 * scale - margin))},{max(0, int(y1 * scale - margin))},{min(VIEW, int(x2 * scale + margin + 1))},{min(VIEW, int(y2 * scale + margin + 1))}]"
+            acted = box_text(max(0, int(x1 * scale - margin)), max(0, int(y1 * scale - margin)), min(VIEW, int(x2 * scale + margin + 1)), min(VIEW, int(y2 * scale + margin + 1)))
         return scripted_trajectory(
             self.tokens, self.two_turn, index, [acted, answer_text(sample.answer)], train_turns=[1], shown_replies=[self._random_cell(rng), None]
         )
@@ -228,7 +233,21 @@ def attribute_leak_check(layouts: int = 20) -> dict[str, float]:
         crop_diff = max(crop_diff, max(float(np.abs(c - crops[0]).max()) for c in crops))
     return {"layouts": layouts, "view_max_difference": view_diff, "crop_max_difference": crop_diff}
 
-def _greedy_episodes(model: Any, processor: Any, env_maker: Callable[[], gym.Env], indices: Sequence[int], forced_first: Optional[Callable[[int], str]] = None, batch: int = 50, max_new_tokens: int = MAX_NEW_TOKENS) -> list[Trajectory]:
+def greedy_evaluation(
+    model: Any,
+    processor: Any,
+    env_maker: Callable[[], gym.Env],
+    indices: Sequence[int],
+    *,
+    forced_first: Optional[Callable[[int], str]] = None,
+    on_episode_end: Optional[Callable[[gym.Env, Trajectory], None]] = None,
+) -> dict[str, Any]:
+    """Greedy episodes summarised by :func:`mgpo_agents.evaluation.evaluate` (accuracy, valid-box and hit rates).
+
+    ``forced_first(sample_index)`` makes turn 1 say the given text (an oracle box, for diagnostics).
+    """
+    from .evaluation import evaluate
+
     tokens = ConversationTokenizer(processor)
     forcing = None
     if forced_first is not None:
@@ -237,54 +256,53 @@ def _greedy_episodes(model: Any, processor: Any, env_maker: Callable[[], gym.Env
                 return []
             width = max(len(t.input_ids) for t in trajectories)
             return [ForcedReplies([reply_ids(tokens, forced_first(t.sample_index)) for t in trajectories], width)]
-    engine = RolloutEngine(model, processor, env_maker, max_new_tokens=max_new_tokens, extra_logits_processors=forcing)
-    out: list[Trajectory] = []
+    engine = RolloutEngine(model, processor, env_maker, max_new_tokens=MAX_NEW_TOKENS, extra_logits_processors=forcing)
     model.eval()
-    for start in range(0, len(indices), batch):
-        chunk = list(indices[start : start + batch])
-        out += engine.run(chunk, group_size=1, greedy=True, group_ids=range(start, start + len(chunk))).trajectories
-    return out
+    return evaluate(engine, list(indices), batch_questions=50, progress=False, on_episode_end=on_episode_end)
 
 
 def reading_accuracy(model: Any, processor: Any, task: Any, indices: Sequence[int]) -> float:
     """Greedy answer accuracy when turn 1 is forced to the target's cell (an oracle crop; a diagnostic only)."""
-    episodes = _greedy_episodes(model, processor, lambda: make_env(task), indices, forced_first=lambda i: cell_box_text(*cell_of(task[i].target_box)))
-    return float(np.mean([bool(t.info.get("correct")) for t in episodes]))
+    oracle = lambda i: cell_box_text(*cell_of(task[i].target_box))  # noqa: E731
+    return greedy_evaluation(model, processor, lambda: make_env(task), indices, forced_first=oracle)["accuracy"]
 
 
 def grounding_hit_rate(model: Any, processor: Any, grounding: Any, indices: Sequence[int]) -> float:
     """Share of held-out generic grounding questions whose greedy box holds the named object."""
-    episodes = _greedy_episodes(model, processor, lambda: make_env(grounding), indices)
-    return float(np.mean([bool(t.info.get("crop_box")) and contains(t.info["crop_box"], t.info["target_box"]) for t in episodes]))
+    return greedy_evaluation(model, processor, lambda: make_env(grounding), indices)["hit_rate"]
 
 
 def single_turn_accuracy(model: Any, processor: Any, task: Any, indices: Sequence[int]) -> float:
-    episodes = _greedy_episodes(model, processor, lambda: make_env(task, "single_turn"), indices)
-    return float(np.mean([bool(t.info.get("correct")) for t in episodes]))
+    return greedy_evaluation(model, processor, lambda: make_env(task, "single_turn"), indices)["accuracy"]
 
 
 def task_episode_metrics(model: Any, processor: Any, task: Any, indices: Sequence[int], protocol: str = "two_turn") -> dict[str, float]:
     """Greedy held-out episodes of the task: accuracy, valid-box rate, hit rate, mean IoU."""
-    from .evaluation import episode_row, summarise
-
-    episodes = _greedy_episodes(model, processor, lambda: make_env(task, protocol), indices)
-    summary = summarise([episode_row(t) for t in episodes])
+    summary = greedy_evaluation(model, processor, lambda: make_env(task, protocol), indices)
     return {k: summary[k] for k in ("accuracy", "valid_box_rate", "hit_rate", "mean_iou")}
 
 
-def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, float]:
-    """Reading accuracy (oracle crops) and generic grounding hit rate of a saved model, on the gates' held-out sets."""
+def gate_sets(questions: int) -> tuple[Any, Any]:
+    """The gates' held-out questions: task questions (not the RL evaluation set) and generic grounding ones."""
     from mgpo_envs.grounding_task import GroundingTask
     from mgpo_envs.synthetic import SyntheticTask
 
-    torch.set_num_threads(1)
-    processor, model = load_processor(checkpoint), load_model(checkpoint)
-    held_task = SyntheticTask(questions, seed=EVAL_SEED + 100, **TASK_KWARGS)
-    held_grounding = GroundingTask(questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
+    return SyntheticTask(questions, seed=EVAL_SEED + 100, **TASK_KWARGS), GroundingTask(questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
+
+
+def gate_metrics(model: Any, processor: Any, questions: int) -> dict[str, float]:
+    """Reading accuracy on oracle crops and generic grounding hit rate, on the gates' held-out sets."""
+    held_task, held_grounding = gate_sets(questions)
     return {
         "reading_accuracy": reading_accuracy(model, processor, held_task, range(questions)),
         "grounding_hit_rate": grounding_hit_rate(model, processor, held_grounding, range(questions)),
     }
+
+
+def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, float]:
+    """:func:`gate_metrics` of a saved model."""
+    torch.set_num_threads(1)
+    return gate_metrics(load_model(checkpoint), load_processor(checkpoint), questions)
 
 
 # -------------------------------------------------------------------- stages
@@ -323,9 +341,6 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     Writes ``output/base``, ``output/warmstart`` (the checkpoint RL starts from) and
     ``output/supervised.json`` with every gate's measurement.
     """
-    from mgpo_envs.grounding_task import GroundingTask
-    from mgpo_envs.synthetic import SyntheticTask
-
     torch.manual_seed(seed)
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -338,18 +353,14 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     n = settings.pool
     reading = example_pool(lambda i: maker.reading(i, rng), range(n), "reading rows", progress)
     grounding = example_pool(maker.grounding_row, range(n), "grounding rows", progress)
-    held_task = SyntheticTask(settings.gate_questions, seed=EVAL_SEED + 100, **TASK_KWARGS)  # not the RL evaluation set
-    held_grounding = GroundingTask(settings.gate_questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
+    held_task, _ = gate_sets(settings.gate_questions)
     gates = range(settings.gate_questions)
     report: dict[str, Any] = {"settings": asdict(settings), "seed": seed, "leak_check": attribute_leak_check()}
     print(f"[leak check] {report['leak_check']}", flush=True)
     curve: list[dict[str, float]] = []
 
     def measure(label: str) -> dict[str, float]:
-        row = {
-            "reading_accuracy": reading_accuracy(model, processor, held_task, gates),
-            "grounding_hit_rate": grounding_hit_rate(model, processor, held_grounding, gates),
-        }
+        row = gate_metrics(model, processor, settings.gate_questions)
         print(f"[{label}] reading accuracy (oracle crops) {row['reading_accuracy']:.3f}, generic grounding hit rate {row['grounding_hit_rate']:.3f}", flush=True)
         return row
 
@@ -681,19 +692,18 @@ def episode_picture(checkpoint: Path, path: Path, index: Optional[int] = None, s
     task = evaluation_task(settings)
     processor = load_processor(checkpoint)
     model = load_model(checkpoint)
-    env_holder: list[gym.Env] = []
-
-    def maker() -> gym.Env:
-        env_holder.append(make_env(task))
-        return env_holder[-1]
-
     if index is None:
-        candidates = _greedy_episodes(model, processor, lambda: make_env(task), range(min(40, len(task))))
-        hits = [t.sample_index for t in candidates if t.info.get("crop_box") and contains(t.info["crop_box"], t.info["target_box"])]
-        index = hits[0] if hits else 0
-    trajectory = _greedy_episodes(model, processor, maker, [index])[0]
-    env = env_holder[0].unwrapped
-    images = env.chat_images()
+        hits: list[int] = []
+
+        def note_hit(env: gym.Env, episode: Trajectory) -> None:
+            if episode.info.get("crop_box") and contains(episode.info["crop_box"], episode.info["target_box"]):
+                hits.append(episode.sample_index)
+
+        greedy_evaluation(model, processor, lambda: make_env(task), range(min(40, len(task))), on_episode_end=note_hit)
+        index = min(hits) if hits else 0
+    shown: list[tuple[list, Trajectory]] = []
+    greedy_evaluation(model, processor, lambda: make_env(task), [index], on_episode_end=lambda env, episode: shown.append((env.unwrapped.chat_images(), episode)))
+    images, trajectory = shown[0]
     info = trajectory.info
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
     view = images[0]

@@ -96,7 +96,9 @@ def test_the_committed_warmstart_checkpoint_loads_and_writes_the_format():
     assert (checkpoint / "model.safetensors").stat().st_size < 10 * 2**20
     model, processor = E.load_model(checkpoint), E.load_processor(checkpoint)
     task = SyntheticTask(8, seed=E.EVAL_SEED, **E.TASK_KWARGS)
-    episodes = E._greedy_episodes(model, processor, lambda: E.make_env(task), range(8))
+    episodes = []
+    summary = E.greedy_evaluation(model, processor, lambda: E.make_env(task), range(8), on_episode_end=lambda env, t: episodes.append(t))
+    assert len(episodes) == 8 and summary["valid_box_rate"] == 1.0
     assert all(t.info["box_valid"] for t in episodes)  # turn 1: a well-formed cell box
     assert all(t.info["answer"] in "ABCD" for t in episodes)  # turn 2: a letter in \boxed{}
     record = __import__("json").loads((checkpoint / "supervised.json").read_text())

@@ -1,7 +1,6 @@
 """Pieces of the miniature experiment: cell-placed targets, generic grounding data, the
 position-coded image processor, prompt overrides, scripted (supervised) episodes and forced replies."""
 
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
