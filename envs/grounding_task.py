@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 
 from mgpo_env.sample import Sample
 
-from .synthetic import _draw_shape, _overlap
+from .synthetic import _draw_shape, _overlap, generated_index
 
 # Names and colours of the objects. None is black (the task's frame colour), and the
 # clutter below never uses these exact saturated values.
@@ -99,11 +99,7 @@ class GroundingTask(Sequence[Sample]):
         return self.num_samples
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        if isinstance(index, slice):
-            raise TypeError("GroundingTask does not support slices; index one sample at a time")
-        if not -self.num_samples <= index < self.num_samples:
-            raise IndexError(f"sample index {index} out of range for {self.num_samples} samples")
-        index %= self.num_samples
+        index = generated_index(self, index)
         rng = np.random.default_rng([self.seed, index, 7])
         objects, background, clutter_seed = self._layout(rng)
         asked = objects[0]

@@ -168,11 +168,7 @@ class SyntheticTask(Sequence[Sample]):
         return self.num_samples
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
-        if isinstance(index, slice):
-            raise TypeError("SyntheticTask does not support slices; index one sample at a time")
-        if not -self.num_samples <= index < self.num_samples:
-            raise IndexError(f"sample index {index} out of range for {self.num_samples} samples")
-        index %= self.num_samples
+        index = generated_index(self, index)
         rng = np.random.default_rng([self.seed, index])
         layout = self._layout(rng)
         question, choices, answer = self._question(layout, rng)
@@ -279,6 +275,20 @@ class SyntheticTask(Sequence[Sample]):
             "shape_px": {"original": self.shape_size, "view": self.shape_size / factor, "tight_crop": self.shape_size * enlarge},
             "checker_hidden_in_view": factor == int(factor) and int(factor) % (2 * self.checker_square) == 0 and self.grid % int(factor) == 0,
         }
+
+
+def generated_index(dataset: Sequence[Any], index: int) -> int:
+    """``index`` as a position in ``[0, len)`` (negatives count from the end) for a generated dataset.
+
+    Generated datasets hand out one sample at a time, so slices are refused rather than rendering many images.
+    """
+    name = type(dataset).__name__
+    if isinstance(index, slice):
+        raise TypeError(f"{name} does not support slices; index one sample at a time")
+    size = len(dataset)
+    if not -size <= index < size:
+        raise IndexError(f"sample index {index} out of range for {size} samples")
+    return index % size
 
 
 def _overlap(a: Sequence[int], b: Sequence[int], margin: int) -> bool:
