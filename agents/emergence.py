@@ -69,7 +69,11 @@ TASK_KWARGS: dict[str, Any] = dict(
     question_types=["colour"],
     shuffle_choices=False,
 )
-GROUNDING_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=1, object_size=(96, 192), clutter=12)
+# Generic grounding, in two levels (never the task's frame or checker; see GroundingTask):
+# the bootstrap set (one large object, no clutter) is where the ability to say *where* first
+# appears; the general set (two named objects, clutter, task-sized objects) is the gate's.
+GROUNDING_BOOTSTRAP_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=1, object_size=(200, 220), clutter=0)
+GROUNDING_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=2, object_size=(96, 192), clutter=12)
 
 # Short prompts: the tiny model reads every token of them at every step.
 TEMPLATES: dict[str, str] = {
@@ -154,10 +158,11 @@ class ExampleMaker:
         self.tokens = ConversationTokenizer(processor)
         self.task = SyntheticTask(task_size, seed=task_seed, **TASK_KWARGS)
         self.grounding = GroundingTask(task_size, seed=GROUNDING_SEED, **GROUNDING_KWARGS)
+        self.bootstrap = GroundingTask(task_size, seed=GROUNDING_SEED + 10, **GROUNDING_BOOTSTRAP_KWARGS)
         store = ImageStore(256 * 2**20)
         self.two_turn = make_env(self.task, store=store)
         self.single_turn = make_env(self.task, "single_turn", store=store)
-        self.grounding_env = make_env(self.grounding, store=store)
+        self.grounding_envs = {"general": make_env(self.grounding, store=store), "bootstrap": make_env(self.bootstrap, store=store)}
 
     def _random_cell(self, rng: random.Random) -> str:
         return cell_box_text(rng.randrange(CELLS), rng.randrange(CELLS))
@@ -181,10 +186,11 @@ class ExampleMaker:
             self.tokens, self.two_turn, index, [acted, answer_text(sample.answer)], train_turns=[1], shown_replies=[self._random_cell(rng), None]
         )
 
-    def grounding_row(self, index: int) -> Trajectory:
-        """Box the named object's cell (generic grounding, never the task's target)."""
-        sample = self.grounding[index]
-        return scripted_trajectory(self.tokens, self.grounding_env, index, [cell_box_text(*cell_of(sample.target_box))], train_turns=[0])  # type: ignore[arg-type]
+    def grounding_row(self, index: int, level: str = "general") -> Trajectory:
+        """Box the named object's cell (generic grounding, never the task's target); ``level``: general or bootstrap."""
+        env = self.grounding_envs[level]
+        sample = env.unwrapped.dataset[index]
+        return scripted_trajectory(self.tokens, env, index, [cell_box_text(*cell_of(sample.target_box))], train_turns=[0])  # type: ignore[arg-type]
 
     def format_row(self, index: int, rng: random.Random) -> Trajectory:
         """The task's turn 1 answered with a random cell (format only: independent of the image)."""
@@ -290,6 +296,13 @@ def gate_sets(questions: int) -> tuple[Any, Any]:
     return SyntheticTask(questions, seed=EVAL_SEED + 100, **TASK_KWARGS), GroundingTask(questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
 
 
+def bootstrap_set(questions: int) -> Any:
+    """Held-out questions of the bootstrap grounding level (one large object, no clutter)."""
+    from mgpo_envs.grounding_task import GroundingTask
+
+    return GroundingTask(questions, seed=GROUNDING_EVAL_SEED + 10, **GROUNDING_BOOTSTRAP_KWARGS)
+
+
 def gate_metrics(model: Any, processor: Any, questions: int) -> dict[str, float]:
     """Reading accuracy on oracle crops and generic grounding hit rate, on the gates' held-out sets."""
     held_task, held_grounding = gate_sets(questions)
@@ -308,15 +321,28 @@ def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, float]:
 # -------------------------------------------------------------------- stages
 @dataclass
 class StageSettings:
-    """Supervised stage sizes (the defaults are the committed run's)."""
+    """Supervised stage sizes (the defaults are the committed run's).
 
-    pool: int = 600  # conversations built per kind (reused across steps)
-    base_steps: int = 600
+    Both base stages are *gated*: they train at a constant learning rate until
+    their held-out gate is met (measured every ``check_every`` steps) or their
+    step limit is reached. Small transformers learn "where" abruptly after a
+    plateau of a few hundred steps whose length varies from seed to seed, so a
+    fixed step count would either stop on the plateau or waste time after it.
+    """
+
+    pool: int = 1200  # conversations built per kind (reused across steps)
+    bootstrap_max_steps: int = 800  # stage 1a: bootstrap grounding only
+    bootstrap_gate: float = 0.9  # hit rate on held-out bootstrap questions
+    base_max_steps: int = 1600  # stage 1b: reading + general grounding (+ bootstrap rehearsal)
+    check_every: int = 100
     warmstart_steps: int = 100
     control_steps: int = 150
     batch: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # bootstrap and control (the warm-start uses a third of it)
+    base_learning_rate: float = 5e-4  # stage 1b: at 1e-3 the mixture undid the bootstrap's grounding within 100 steps
     gate_questions: int = 150
+    reading_gate: float = 0.9
+    grounding_gate: float = 0.8
 
 
 def _save(model: Any, processor: Any, path: Path) -> Path:
@@ -335,8 +361,35 @@ def _mixed_batches(pools: Sequence[list[Trajectory]], shares: Sequence[int], see
     return lambda step: [t for pool, k in zip(pools, shares) for t in rng.sample(pool, k)]
 
 
+def _bootstrap_stage(model: Any, processor: Any, maker: ExampleMaker, rows: list[Trajectory], held: Any,
+                     measure: Callable[[str], dict[str, float]], settings: StageSettings, seed: int, progress: bool) -> dict[str, Any]:
+    """Stage 1a: bootstrap grounding rows only, constant rate, until the held-out hit rate reaches the gate."""
+    gates = range(settings.gate_questions)
+    bootstrap_curve: list[dict[str, float]] = []
+
+    def bootstrap_check(step: int, loss: float) -> bool:
+        if (step + 1) % (settings.check_every // 4) or step + 1 < settings.check_every:
+            return False
+        hit = grounding_hit_rate(model, processor, held, gates)
+        bootstrap_curve.append({"step": step + 1, "loss": loss, "bootstrap_hit_rate": hit})
+        print(f"[bootstrap step {step + 1}] loss {loss:.4f}, bootstrap grounding hit rate {hit:.3f}", flush=True)
+        model.train()
+        return hit >= settings.bootstrap_gate
+
+    fit(model, maker.tokens, _mixed_batches([rows], [settings.batch], seed), steps=settings.bootstrap_max_steps, schedule="constant",
+        learning_rate=settings.learning_rate, pad_id=processor.tokenizer.pad_token_id, warmup_steps=10, on_step=bootstrap_check,
+        progress=progress, description="bootstrap grounding")
+    return {"bootstrap_curve": bootstrap_curve, "bootstrap": measure("bootstrap")}
+
+
 def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Stages 1 and 2: base abilities with their gates, the global-view control, the warm-start.
+
+    1a. *Bootstrap grounding*: one large named object, no clutter, until the held-out
+        hit rate reaches ``bootstrap_gate``: the ability to say where something is.
+    1b. *Base*: reading rows, general grounding rows (two named objects among
+        clutter) and bootstrap rehearsal, until both gates are met.
+    2.  *Warm-start*: the task's formats with random boxes and random letters.
 
     Writes ``output/base``, ``output/warmstart`` (the checkpoint RL starts from) and
     ``output/supervised.json`` with every gate's measurement.
@@ -351,38 +404,71 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     maker = ExampleMaker(processor)
     rng = random.Random(seed)
     n = settings.pool
+    bootstrap = example_pool(lambda i: maker.grounding_row(i, "bootstrap"), range(n), "bootstrap grounding rows", progress)
     reading = example_pool(lambda i: maker.reading(i, rng), range(n), "reading rows", progress)
     grounding = example_pool(maker.grounding_row, range(n), "grounding rows", progress)
     held_task, _ = gate_sets(settings.gate_questions)
+    held_bootstrap = bootstrap_set(settings.gate_questions)
     gates = range(settings.gate_questions)
     report: dict[str, Any] = {"settings": asdict(settings), "seed": seed, "leak_check": attribute_leak_check()}
     print(f"[leak check] {report['leak_check']}", flush=True)
-    curve: list[dict[str, float]] = []
 
     def measure(label: str) -> dict[str, float]:
         row = gate_metrics(model, processor, settings.gate_questions)
-        print(f"[{label}] reading accuracy (oracle crops) {row['reading_accuracy']:.3f}, generic grounding hit rate {row['grounding_hit_rate']:.3f}", flush=True)
+        row["bootstrap_hit_rate"] = grounding_hit_rate(model, processor, held_bootstrap, gates)
+        print(f"[{label}] reading accuracy (oracle crops) {row['reading_accuracy']:.3f}, generic grounding hit rate "
+              f"{row['grounding_hit_rate']:.3f}, bootstrap grounding hit rate {row['bootstrap_hit_rate']:.3f}", flush=True)
         return row
 
     report["random_init"] = measure("random init")
-    half = settings.batch // 2
 
-    def log(step: int, loss: float) -> None:
-        if (step + 1) % max(1, settings.base_steps // 4) == 0 and step + 1 < settings.base_steps:
-            curve.append({"step": step + 1, "loss": loss, **measure(f"base step {step + 1}")})
+    # Stage 1a: bootstrap grounding until its gate (kept on disk: a rerun starts after it).
+    saved = output / "bootstrap" / "bootstrap.json"
+    if saved.exists():
+        print(f"[bootstrap] reusing {saved.parent}", flush=True)
+        report.update(json.loads(saved.read_text()))
+        model = load_model(saved.parent)
+    else:
+        report.update(_bootstrap_stage(model, processor, maker, bootstrap, held_bootstrap, measure, settings, seed, progress))
+        _save(model, processor, saved.parent)
+        saved.write_text(json.dumps({k: report[k] for k in ("bootstrap_curve", "bootstrap")}, indent=2) + "\n")
 
-    losses = fit(model, maker.tokens, _mixed_batches([reading, grounding], [half, half], seed), steps=settings.base_steps,
-                 learning_rate=settings.learning_rate, pad_id=pad, warmup_steps=10, on_step=log, progress=progress, description="base abilities")
-    report["base"] = measure("base")
-    report["base"]["final_loss"] = losses[-1] if losses else float("nan")
+    # Stage 1b: reading and general grounding until both gates, ending on the best-measured weights
+    # (a constant rate on a mixture can undo an ability for a while; the best check is what the gates see).
+    curve: list[dict[str, float]] = []
+    best: dict[str, Any] = {"score": -1.0}
+
+    def base_check(step: int, loss: float) -> bool:
+        if (step + 1) % settings.check_every:
+            return False
+        row = {"step": step + 1, "loss": loss, **measure(f"base step {step + 1}")}
+        curve.append(row)
+        score = min(row["reading_accuracy"] / settings.reading_gate, row["grounding_hit_rate"] / settings.grounding_gate)
+        if score > best["score"]:
+            best.update(score=score, row=row, weights={k: v.detach().clone() for k, v in model.state_dict().items()})
+        model.train()
+        return score >= 1.0
+
+    half, quarter = settings.batch // 2, settings.batch // 4
+    fit(model, maker.tokens, _mixed_batches([reading, grounding, bootstrap], [half, quarter, quarter], seed + 1),
+        steps=settings.base_max_steps, schedule="constant", learning_rate=settings.base_learning_rate, pad_id=pad, warmup_steps=20,
+        on_step=base_check, progress=progress, description="base abilities")
     report["base_curve"] = curve
-    report["gates"] = {"reading_accuracy>=0.9": report["base"]["reading_accuracy"] >= 0.9, "grounding_hit_rate>=0.8": report["base"]["grounding_hit_rate"] >= 0.8}
+    if "weights" in best:
+        model.load_state_dict(best["weights"])
+        report["base"] = dict(best["row"])
+    else:
+        report["base"] = measure("base")
+    report["gates"] = {
+        f"reading_accuracy>={settings.reading_gate}": report["base"]["reading_accuracy"] >= settings.reading_gate,
+        f"grounding_hit_rate>={settings.grounding_gate}": report["base"]["grounding_hit_rate"] >= settings.grounding_gate,
+    }
     _save(model, processor, output / "base")
 
     # Control: the same base model trained on global views with the true answers stays at chance.
     control = load_model(output / "base")
     single_true = example_pool(lambda i: maker.single_turn_row(i, rng, true_answer=True), range(n, 2 * n), "global-view rows", progress)
-    fit(control, maker.tokens, _mixed_batches([single_true], [settings.batch], seed + 1), steps=settings.control_steps,
+    fit(control, maker.tokens, _mixed_batches([single_true], [settings.batch], seed + 2), steps=settings.control_steps,
         learning_rate=settings.learning_rate, pad_id=pad, warmup_steps=10, progress=progress, description="global-view control")
     report["global_view_control_accuracy"] = single_turn_accuracy(control, processor, held_task, gates)
     report["global_view_control_train_accuracy"] = single_turn_accuracy(control, processor, maker.task, range(n, n + settings.gate_questions))
@@ -392,8 +478,7 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     # Warm-start: format rows (random cells, random letters) plus rehearsal of the base abilities.
     formats = example_pool(lambda i: maker.format_row(i, rng), range(2 * n, 3 * n), "format rows", progress)
     singles = example_pool(lambda i: maker.single_turn_row(i, rng), range(3 * n, 4 * n), "single-turn rows", progress)
-    quarter = settings.batch // 4
-    fit(model, maker.tokens, _mixed_batches([formats, singles, reading, grounding], [quarter] * 4, seed + 2), steps=settings.warmstart_steps,
+    fit(model, maker.tokens, _mixed_batches([formats, singles, reading, grounding], [quarter] * 4, seed + 3), steps=settings.warmstart_steps,
         learning_rate=settings.learning_rate / 3, pad_id=pad, warmup_steps=5, progress=progress, description="format warm-start")
     report["warmstart"] = measure("warm-start")
     _save(model, processor, output / "warmstart")
@@ -408,13 +493,13 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
 class RLSettings:
     """The RL comparison: identical for MGPO and GRPO apart from the protocol."""
 
-    steps: int = 60
-    group_size: int = 16
-    prompts_per_step: int = 2
-    learning_rate: float = 1e-4
+    steps: int = 120
+    group_size: int = 8  # the paper's n; 4 questions a step see more images than 2 x 16 at the same cost
+    prompts_per_step: int = 4
+    learning_rate: float = 2e-4
     kl_coef: float = 0.05
     temperature: float = 1.0
-    eval_every: int = 30
+    eval_every: int = 40
     eval_questions: int = 500
     train_questions: int = 2000
 
@@ -778,7 +863,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 60, quick 40)")
+    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 120, quick 60)")
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--protocol", choices=list(METHODS), default="two_turn")
     parser.add_argument("--seed", type=int, default=0)
@@ -789,7 +874,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = RLSettings(**json.loads(args.settings)) if args.settings else RLSettings()
     seeds = args.seeds
     if args.quick and not args.settings:
-        settings = RLSettings(steps=40, eval_every=40)
+        settings = RLSettings(steps=60, eval_every=60)
         seeds = seeds[:1]
     if args.steps is not None:
         settings.steps = args.steps

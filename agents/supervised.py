@@ -102,25 +102,36 @@ def fit(
     weight_decay: float = 0.0,
     max_grad_norm: float = 1.0,
     warmup_steps: int = 0,
-    on_step: Optional[Callable[[int, float], None]] = None,
+    schedule: str = "cosine",
+    on_step: Optional[Callable[[int, float], Optional[bool]]] = None,
     progress: bool = True,
     description: str = "supervised",
 ) -> list[float]:
-    """AdamW on ``make_batch(step)`` for ``steps`` steps (linear warm-up, then cosine decay); returns the losses."""
+    """AdamW on ``make_batch(step)`` for up to ``steps`` steps; returns the losses.
+
+    ``schedule``: ``"cosine"`` (linear warm-up, then cosine decay to a tenth) or
+    ``"constant"`` (linear warm-up, then flat: for gated stages of unknown length,
+    whose end is decided by ``on_step``). ``on_step(step, loss)`` returning True
+    stops the training after that step.
+    """
     from tqdm.auto import tqdm
 
     if steps < 0 or learning_rate <= 0:
         raise ValueError(f"need steps >= 0 and learning_rate > 0, got steps={steps}, learning_rate={learning_rate}")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
 
-    def schedule(step: int) -> float:
+    def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
         progress_fraction = (step - warmup_steps) / max(1, steps - warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_fraction))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     losses: list[float] = []
     model.train()
     started = time.perf_counter()
@@ -136,8 +147,8 @@ def fit(
             losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", seconds=f"{time.perf_counter() - started:.0f}")
-            if on_step is not None:
-                on_step(step, losses[-1])
+            if on_step is not None and on_step(step, losses[-1]):
+                break
     model.eval()
     return losses
 

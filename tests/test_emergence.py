@@ -103,3 +103,28 @@ def test_the_committed_warmstart_checkpoint_loads_and_writes_the_format():
     assert all(t.info["answer"] in "ABCD" for t in episodes)  # turn 2: a letter in \boxed{}
     record = __import__("json").loads((checkpoint / "supervised.json").read_text())
     assert record["leak_check"]["view_max_difference"] == 0.0
+
+
+@pytest.mark.parametrize("level", ["bootstrap", "general"])
+def test_both_grounding_levels_never_show_the_marker_and_their_cell_box_holds_the_object(level):
+    from mgpo_envs.grounding_task import GroundingTask
+
+    kwargs = E.GROUNDING_BOOTSTRAP_KWARGS if level == "bootstrap" else E.GROUNDING_KWARGS
+    task = GroundingTask(10, seed=9, **kwargs)
+    env = E.make_env(task)
+    for i in range(10):
+        pixels = np.asarray(task[i].image()).reshape(-1, 3)
+        assert not (pixels == 0).all(1).any()  # no black anywhere: the task's frame colour
+        env.reset(options={"index": i})
+        _, _, _, _, info = env.step(E.cell_box_text(*E.cell_of(task[i].target_box)))
+        assert contains(info["crop_box"], task[i].target_box)
+
+
+def test_held_out_gate_questions_are_not_the_training_questions(maker):
+    held_task, held_grounding = E.gate_sets(20)
+    held_bootstrap = E.bootstrap_set(20)
+    for held, trained in ((held_task, maker.task), (held_grounding, maker.grounding), (held_bootstrap, maker.bootstrap)):
+        trained_boxes = {trained[i].target_box for i in range(len(trained))}
+        overlap = sum(held[i].target_box in trained_boxes for i in range(20))
+        assert overlap <= 2  # different seeds: at most a chance coincidence of a box, never the same set
+        assert held[0].sample_id != trained[0].sample_id

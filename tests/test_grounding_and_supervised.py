@@ -202,3 +202,29 @@ def test_forced_replies_make_greedy_generation_say_the_given_text(tiny):
     assert result.trajectories[0].replies[0] == forced_text
     assert result.trajectories[0].segments[1].ids == reply_ids(tokens, forced_text)
     assert result.trajectories[0].info["crop_box"] is not None
+
+
+def test_fit_stops_when_the_gate_says_so_and_keeps_a_constant_rate(tiny):
+    """A gated stage: on_step returning True ends training after that step; "constant" keeps the rate flat."""
+    path, processor = tiny
+    model = load_model(path)
+    tokens = ConversationTokenizer(processor)
+    env = _env(protocol="single_turn")
+    batch = [scripted_trajectory(tokens, env, 0, ["\\boxed{A}"], train_turns=[0])]
+    seen_rates: list[float] = []
+    original_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen_rates.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = recording_step
+    try:
+        losses = fit(model, tokens, lambda step: batch, steps=50, learning_rate=1e-3, pad_id=processor.tokenizer.pad_token_id,
+                     warmup_steps=2, schedule="constant", on_step=lambda step, loss: step == 6, progress=False)
+    finally:
+        torch.optim.AdamW.step = original_step
+    assert len(losses) == 7  # steps 0..6, then the gate stopped it
+    assert seen_rates == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    with pytest.raises(ValueError, match="schedule"):
+        fit(model, tokens, lambda step: batch, steps=1, learning_rate=1e-3, pad_id=0, schedule="linear", progress=False)
