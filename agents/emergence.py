@@ -366,6 +366,20 @@ def _mixed_batches(pools: Sequence[list[Trajectory]], shares: Sequence[int], see
     return lambda step: [t for pool, k in zip(pools, shares) for t in rng.sample(pool, k)]
 
 
+def _resumable(stage_dir: Path, keys: Sequence[str], model: Any, processor: Any, report: dict[str, Any], run: Callable[[], dict[str, Any]]) -> Any:
+    """Run a supervised stage once: its weights and ``stage_dir/<name>.json`` record stay on disk, and a
+    rerun loads them instead of training again. Returns the model to continue with."""
+    record = stage_dir / f"{stage_dir.name}.json"
+    if record.exists():
+        print(f"[{stage_dir.name}] reusing {stage_dir}", flush=True)
+        report.update(json.loads(record.read_text()))
+        return load_model(stage_dir)
+    report.update(run())
+    _save(model, processor, stage_dir)
+    record.write_text(json.dumps({k: report[k] for k in keys}, indent=2) + "\n")
+    return model
+
+
 def _bootstrap_stage(model: Any, processor: Any, maker: ExampleMaker, rows: list[Trajectory], held: Any,
                      measure: Callable[[str], dict[str, float]], settings: StageSettings, seed: int, progress: bool) -> dict[str, Any]:
     """Stage 1a: bootstrap grounding rows only, constant rate, until the held-out hit rate reaches the gate."""
@@ -463,28 +477,14 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
 
     report["random_init"] = measure("random init")
 
-    # Stage 1a: bootstrap grounding until its gate (kept on disk: a rerun starts after it).
-    saved = output / "bootstrap" / "bootstrap.json"
-    if saved.exists():
-        print(f"[bootstrap] reusing {saved.parent}", flush=True)
-        report.update(json.loads(saved.read_text()))
-        model = load_model(saved.parent)
-    else:
-        report.update(_bootstrap_stage(model, processor, maker, bootstrap, held_bootstrap, measure, settings, seed, progress))
-        _save(model, processor, saved.parent)
-        saved.write_text(json.dumps({k: report[k] for k in ("bootstrap_curve", "bootstrap")}, indent=2) + "\n")
-
+    # Stage 1a: bootstrap grounding until its gate. Each base stage keeps its weights and record
+    # on disk, and a rerun starts after the stages already done.
+    model = _resumable(output / "bootstrap", ("bootstrap_curve", "bootstrap"), model, processor, report,
+                       lambda: _bootstrap_stage(model, processor, maker, bootstrap, held_bootstrap, measure, settings, seed, progress))
     # Stage 1b: reading and general grounding until both gates, ending on the best-measured weights
     # (a constant rate on a mixture can undo an ability for a while; the best check is what the gates see).
-    saved = output / "base" / "base.json"
-    if saved.exists():
-        print(f"[base] reusing {saved.parent}", flush=True)
-        report.update(json.loads(saved.read_text()))
-        model = load_model(saved.parent)
-    else:
-        report.update(_base_stage(model, maker, reading, grounding, bootstrap, measure, settings, seed, progress))
-        _save(model, processor, saved.parent)
-        saved.write_text(json.dumps({k: report[k] for k in ("base_curve", "base", "gates")}, indent=2) + "\n")
+    model = _resumable(output / "base", ("base_curve", "base", "gates"), model, processor, report,
+                       lambda: _base_stage(model, maker, reading, grounding, bootstrap, measure, settings, seed, progress))
 
     # Control: the same base model trained on global views with the true answers stays at chance.
     control = load_model(output / "base")

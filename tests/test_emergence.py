@@ -128,3 +128,23 @@ def test_held_out_gate_questions_are_not_the_training_questions(maker):
         overlap = sum(held[i].target_box in trained_boxes for i in range(20))
         assert overlap <= 2  # different seeds: at most a chance coincidence of a box, never the same set
         assert held[0].sample_id != trained[0].sample_id
+
+
+def test_a_finished_stage_is_loaded_from_disk_instead_of_trained_again(tmp_path):
+    from mgpo_agents.tiny_model import build_tiny_qwen25vl
+
+    path = build_tiny_qwen25vl(tmp_path / "m")
+    processor, model = load_processor(path), E.load_model(path)
+    calls = []
+
+    def run():
+        calls.append(1)
+        return {"curve": [1, 2], "gate": 0.9}
+
+    first: dict = {}
+    E._resumable(tmp_path / "stage", ("curve", "gate"), model, processor, first, run)
+    again: dict = {}
+    reloaded = E._resumable(tmp_path / "stage", ("curve", "gate"), model, processor, again, run)
+    assert calls == [1] and again == first == {"curve": [1, 2], "gate": 0.9}
+    weights = dict(model.state_dict())
+    assert all((reloaded.state_dict()[k] == v).all() for k, v in weights.items())
