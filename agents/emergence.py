@@ -387,7 +387,7 @@ def _bootstrap_stage(model: Any, processor: Any, maker: ExampleMaker, rows: list
     bootstrap_curve: list[dict[str, float]] = []
 
     def bootstrap_check(step: int, loss: float) -> bool:
-        if (step + 1) % (settings.check_every // 4) or step + 1 < settings.check_every:
+        if (step + 1) % max(1, settings.check_every // 4) or step + 1 < settings.check_every:
             return False
         hit = grounding_hit_rate(model, processor, held, gates)
         bootstrap_curve.append({"step": step + 1, "loss": loss, "bootstrap_hit_rate": hit})
@@ -498,8 +498,8 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
 
     # Warm-start: format rows (random cells, random letters) plus rehearsal of the base abilities.
     formats = example_pool(lambda i: maker.format_row(i, rng), range(2 * n, 3 * n), "format rows", progress)
-    quarter = settings.batch // 4
     singles = example_pool(lambda i: maker.single_turn_row(i, rng), range(3 * n, 4 * n), "single-turn rows", progress)
+    quarter = settings.batch // 4
     fit(model, maker.tokens, _mixed_batches([formats, singles, reading, grounding], [quarter] * 4, seed + 3), steps=settings.warmstart_steps,
         learning_rate=settings.learning_rate / 3, pad_id=pad, warmup_steps=5, progress=progress, description="format warm-start")
     report["warmstart"] = measure("warm-start")
@@ -699,6 +699,8 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
         report = json.loads(supervised.read_text())
         report.setdefault("leak_check", attribute_leak_check())
         base, warm = report.get("base", {}), report.get("warmstart", {})
+        gates = StageSettings(**{k: v for k, v in report.get("settings", {}).items() if k in StageSettings.__dataclass_fields__})
+
         def cells(row: dict[str, Any]) -> str:
             return " | ".join("—" if row.get(k) is None else f"{row[k]:.3f}" for k in ("reading_accuracy", "grounding_hit_rate", "bootstrap_hit_rate"))
 
@@ -711,7 +713,7 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
             f"| random init | {cells(report['random_init'])} |",
             *[f"| 1a, step {row['step']} | — | — | {row['bootstrap_hit_rate']:.3f} |" for row in report.get("bootstrap_curve", [])],
             *[f"| 1b, step {row['step']} | {cells(row)} |" for row in report.get("base_curve", [])],
-            f"| base (gates: >= 0.9 and >= 0.8) | {cells(base)} |",
+            f"| base (gates: >= {gates.reading_gate} and >= {gates.grounding_gate}) | {cells(base)} |",
             f"| format warm-start (the RL checkpoint) | {cells(warm)} |",
             "",
             f"Global-view control (the base model trained on global views with the true answers): held-out accuracy "
@@ -722,13 +724,6 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
             f"Supervised stages took {report.get('seconds', float('nan')) / 60:.1f} min.",
             "",
         ]
-        if "measured_with_truncated_replies" in report:
-            lines += [
-                "The intermediate base rows were measured during the run with replies cut at 16 new tokens, which "
-                "cuts the bottom-right cell's box (18 tokens) and counts it invalid; the base and warm-start rows "
-                "were re-measured with 24 (`python -m mgpo_agents.emergence gates --checkpoint DIR`).",
-                "",
-            ]
     lines += ["## RL: held-out evaluation (greedy), mean ± std over seeds", "", table, "",
               f"RL comparison wall time: {seconds / 60:.1f} min (runs in two parallel lanes, one CPU thread each).", ""]
     if settings:
