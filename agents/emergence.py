@@ -727,9 +727,20 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
     lines += ["## RL: held-out evaluation (greedy), mean ± std over seeds", "", table, "",
               f"RL comparison wall time: {seconds / 60:.1f} min (runs in two parallel lanes, one CPU thread each).", ""]
     if settings:
+        if "checkpoint" in settings:  # as the commands above name it: relative to the repository, not this machine's path
+            settings["checkpoint"] = _repository_relative(settings["checkpoint"])
         lines += ["Settings (identical for both methods apart from the protocol): `" + json.dumps(settings) + "`", ""]
     lines += ["![curves](emergence_curves.png)", "", "![episode](emergence_episode.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def _repository_relative(path: str) -> str:
+    """``path`` relative to the repository root when it lies inside it (so results pages do not name one machine's folders)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
 
 
 def plot_results(data: dict[str, Any], path: Path) -> Path:
@@ -766,7 +777,7 @@ def plot_results(data: dict[str, Any], path: Path) -> Path:
             length = min(len(v) for _, v in series)
             steps = series[0][0][:length]
             stacked = np.stack([v[:length] for _, v in series])
-            ax.plot(steps, stacked.mean(0), color=colours[protocol], label=f"{name} (mean of {len(series)} seeds)")
+            ax.plot(steps, stacked.mean(0), color=colours[protocol], label=f"{name} (mean of {len(series)} seed{'' if len(series) == 1 else 's'})")
             ax.fill_between(steps, stacked.min(0), stacked.max(0), color=colours[protocol], alpha=0.2)
             if key == "hit_rate" and protocol == "two_turn":
                 for r in runs:

@@ -148,3 +148,9 @@ def test_a_finished_stage_is_loaded_from_disk_instead_of_trained_again(tmp_path)
     assert calls == [1] and again == first == {"curve": [1, 2], "gate": 0.9}
     weights = dict(model.state_dict())
     assert all((reloaded.state_dict()[k] == v).all() for k, v in weights.items())
+
+
+def test_results_pages_name_checkpoints_relative_to_the_repository(tmp_path):
+    inside = E.COMMITTED_CHECKPOINT
+    assert E._repository_relative(str(inside)) == "benchmarks/checkpoints/emergence-warmstart"
+    assert E._repository_relative(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")  # outside: unchanged
