@@ -94,6 +94,9 @@ ENV_KWARGS: dict[str, Any] = dict(templates=TEMPLATES, image_after_text=True)
 # The longest reply, "[112,112,224,224]", is 17 tokens plus the end-of-turn token: leave room.
 MAX_NEW_TOKENS = 24
 
+# The checkout this module lies in (agents/ is the mgpo_agents package): committed checkpoints and results live here.
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+
 # Disjoint dataset seeds: training questions, held-out evaluation, and the supervised stages.
 TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = 0, 1, 2, 3
 
@@ -736,9 +739,8 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
 
 def _repository_relative(path: str) -> str:
     """``path`` relative to the repository root when it lies inside it (so results pages do not name one machine's folders)."""
-    root = Path(__file__).resolve().parent.parent
     try:
-        return str(Path(path).resolve().relative_to(root))
+        return str(Path(path).resolve().relative_to(REPOSITORY_ROOT))
     except ValueError:
         return path
 
@@ -849,7 +851,7 @@ def episode_picture(checkpoint: Path, path: Path, index: Optional[int] = None, s
 
 
 # ----------------------------------------------------------------------- CLI
-COMMITTED_CHECKPOINT = Path(__file__).resolve().parent.parent / "benchmarks" / "checkpoints" / "emergence-warmstart"
+COMMITTED_CHECKPOINT = REPOSITORY_ROOT / "benchmarks" / "checkpoints" / "emergence-warmstart"
 
 
 def compare(checkpoint: Path, output: Path, settings: RLSettings, seeds: Sequence[int], lanes: int = 2) -> dict[str, Any]:
