@@ -286,6 +286,42 @@ def grounding_hit_rate(model: Any, processor: Any, grounding: Any, indices: Sequ
     return greedy_evaluation(model, processor, lambda: make_env(grounding), indices)["hit_rate"]
 
 
+def boxed_object(box: Optional[Sequence[float]], named_boxes: Sequence[Sequence[float]]) -> str:
+    """Which named object a crop box holds: ``"asked"`` (the first of ``named_boxes``), ``"other"`` or ``"neither"``."""
+    if box is None:
+        return "neither"
+    if contains(box, named_boxes[0]):
+        return "asked"
+    return "other" if any(contains(box, b) for b in named_boxes[1:]) else "neither"
+
+
+def grounding_choices(model: Any, processor: Any, grounding: Any, indices: Sequence[int]) -> dict[str, Any]:
+    """Where the greedy boxes land on generic grounding questions with several named objects.
+
+    Returns the counts of boxes on the asked object, on another named object and on
+    neither, and per cell ``"column,row"`` the share of questions with a named object
+    there whose box went to that object. A model that finds named objects but does not
+    read which one the question asks has few "neither", and cell shares that show its
+    own preference instead of about 1/objects each.
+    """
+    counts = {"asked": 0, "other": 0, "neither": 0}
+    present: dict[str, int] = {}
+    chosen: dict[str, int] = {}
+
+    def note(env: gym.Env, episode: Trajectory) -> None:
+        named = grounding[episode.sample_index].metadata["named_boxes"]
+        box = episode.info.get("crop_box")
+        counts[boxed_object(box, named)] += 1
+        for b in named:
+            cell = "{},{}".format(*grounding.cell_of(b))
+            present[cell] = present.get(cell, 0) + 1
+            if box is not None and contains(box, b):
+                chosen[cell] = chosen.get(cell, 0) + 1
+
+    greedy_evaluation(model, processor, lambda: make_env(grounding), indices, on_episode_end=note)
+    return {**counts, "chosen_share_by_cell": {c: round(chosen.get(c, 0) / present[c], 3) for c in sorted(present)}}
+
+
 def single_turn_accuracy(model: Any, processor: Any, task: Any, indices: Sequence[int]) -> float:
     return greedy_evaluation(model, processor, lambda: make_env(task, "single_turn"), indices)["accuracy"]
 
@@ -304,6 +340,13 @@ def gate_sets(questions: int) -> tuple[Any, Any]:
     return SyntheticTask(questions, seed=EVAL_SEED + 100, **TASK_KWARGS), GroundingTask(questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
 
 
+def one_object_set(questions: int) -> Any:
+    """Held-out generic grounding with one named object among the general set's clutter (nothing to choose between)."""
+    from mgpo_envs.grounding_task import GroundingTask
+
+    return GroundingTask(questions, seed=GROUNDING_EVAL_SEED + 40, **dict(GROUNDING_KWARGS, objects=1))
+
+
 def bootstrap_set(questions: int) -> Any:
     """Held-out questions of the bootstrap grounding level (one large object, no clutter)."""
     from mgpo_envs.grounding_task import GroundingTask
@@ -320,10 +363,21 @@ def gate_metrics(model: Any, processor: Any, questions: int) -> dict[str, float]
     }
 
 
-def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, float]:
-    """:func:`gate_metrics` of a saved model."""
+def grounding_diagnostics(model: Any, processor: Any, questions: int) -> dict[str, Any]:
+    """Beside the grounding gate: the hit rate with one named object among clutter, and where
+    the gate questions' boxes land (:func:`grounding_choices`)."""
+    _, held_grounding = gate_sets(questions)
+    return {
+        "one_object_hit_rate": grounding_hit_rate(model, processor, one_object_set(questions), range(questions)),
+        "gate_boxes": grounding_choices(model, processor, held_grounding, range(questions)),
+    }
+
+
+def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, Any]:
+    """:func:`gate_metrics` and :func:`grounding_diagnostics` of a saved model."""
     torch.set_num_threads(1)
-    return gate_metrics(load_model(checkpoint), load_processor(checkpoint), questions)
+    model, processor = load_model(checkpoint), load_processor(checkpoint)
+    return {**gate_metrics(model, processor, questions), "diagnostics": grounding_diagnostics(model, processor, questions)}
 
 
 # -------------------------------------------------------------------- stages
@@ -895,7 +949,8 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mgpo_agents.emergence", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
     parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates"],
-                        help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs")
+                        help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs; "
+                        "gates: a checkpoint's gate measurements and where its grounding boxes land")
     parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")

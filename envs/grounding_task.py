@@ -111,7 +111,9 @@ class GroundingTask(Sequence[Sample]):
             choices=(),
             target_boxes=(tuple(float(v) for v in asked.box),),  # type: ignore[arg-type]
             category="grounding",
-            metadata={"cell": self.cell_of(asked.box)},
+            # Every named object's box, the asked one first: where a wrong box landed is then
+            # a lookup (on the other named object, or on clutter), see mgpo_agents.emergence.
+            metadata={"cell": self.cell_of(asked.box), "named_boxes": tuple(o.box for o in objects)},
         )
 
     def cell_of(self, box: Sequence[float]) -> tuple[int, int]:

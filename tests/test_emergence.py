@@ -5,6 +5,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mgpo_agents.emergence as E
 from mgpo_agents.qwen_processor import load_processor
@@ -154,3 +156,50 @@ def test_results_pages_name_checkpoints_relative_to_the_repository(tmp_path):
     inside = E.COMMITTED_CHECKPOINT
     assert E._repository_relative(str(inside)) == "benchmarks/checkpoints/emergence-warmstart"
     assert E._repository_relative(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")  # outside: unchanged
+
+
+def test_boxed_object_names_the_object_a_box_holds():
+    asked, other = (10, 10, 50, 50), (300, 300, 360, 360)
+    assert E.boxed_object((0, 0, 100, 100), [asked, other]) == "asked"
+    assert E.boxed_object((250, 250, 400, 400), [asked, other]) == "other"
+    assert E.boxed_object((0, 0, 400, 400), [asked, other]) == "asked"  # holding both counts as the asked one
+    assert E.boxed_object((20, 20, 100, 100), [asked, other]) == "neither"  # cuts the asked object
+    assert E.boxed_object(None, [asked, other]) == "neither"  # an invalid box crops nothing
+
+
+@given(st.integers(0, 10_000))
+@settings(max_examples=25, deadline=None)
+def test_the_cell_box_of_each_named_object_is_classified_as_that_object(index):
+    from mgpo_envs.grounding_task import GroundingTask
+
+    task = GroundingTask(10_001, seed=5, **E.GROUNDING_KWARGS)
+    sample = task[index]
+    named = sample.metadata["named_boxes"]
+    assert len(named) == E.GROUNDING_KWARGS["objects"] and tuple(map(float, named[0])) == sample.target_boxes[0]
+    side = E.CANVAS // E.CELLS
+    for k, box in enumerate(named):
+        column, row = task.cell_of(box)
+        cell = (column * side, row * side, (column + 1) * side, (row + 1) * side)
+        assert E.boxed_object(cell, named) == ("asked" if k == 0 else "other")
+
+
+def test_grounding_choices_agree_with_the_evaluations_hit_rate_and_its_crop_boxes():
+    from mgpo_envs.grounding_task import GroundingTask
+
+    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_processor(E.COMMITTED_CHECKPOINT)
+    task = GroundingTask(12, seed=E.GROUNDING_EVAL_SEED, **E.GROUNDING_KWARGS)
+    choices = E.grounding_choices(model, processor, task, range(12))
+    assert choices["asked"] + choices["other"] + choices["neither"] == 12
+    assert choices["asked"] / 12 == pytest.approx(E.grounding_hit_rate(model, processor, task, range(12)))
+    # recount from the crop boxes of the same greedy episodes, with plain geometry
+    boxes = {}
+    E.greedy_evaluation(model, processor, lambda: E.make_env(task), range(12), on_episode_end=lambda env, t: boxes.update({t.sample_index: t.info.get("crop_box")}))
+    present, chosen = {}, {}
+    for i, box in boxes.items():
+        for k, named in enumerate(task[i].metadata["named_boxes"]):
+            x1, y1 = named[0], named[1]
+            cell = f"{int(x1 // (E.CANVAS // E.CELLS))},{int(y1 // (E.CANVAS // E.CELLS))}"
+            present[cell] = present.get(cell, 0) + 1
+            held = box is not None and box[0] <= named[0] and box[1] <= named[1] and box[2] >= named[2] and box[3] >= named[3]
+            chosen[cell] = chosen.get(cell, 0) + held
+    assert choices["chosen_share_by_cell"] == {c: round(chosen[c] / present[c], 3) for c in sorted(present)}
