@@ -151,7 +151,7 @@ def build_base_model(path: Path, seed: int = 0) -> Path:
 
 
 # Amplitude of the processor's 2-D position code (see PositionCodedImageProcessor); 0 turns it off.
-# Probes with 1 and 10 did not teach grounding and slowed reading down (benchmarks/results/emergence.md).
+# Probes with 1 and 10 did not teach grounding and slowed reading down (benchmarks/results/emergence_probes.md).
 POSITION_CODE = 0.0
 
 
