@@ -287,7 +287,15 @@ def grounding_hit_rate(model: Any, processor: Any, grounding: Any, indices: Sequ
 
 
 def boxed_object(box: Optional[Sequence[float]], named_boxes: Sequence[Sequence[float]]) -> str:
-    """Which named object a crop box holds: ``"asked"`` (the first of ``named_boxes``), ``"other"`` or ``"neither"``."""
+    """Which named object a crop box holds: ``"asked"`` (the first of ``named_boxes``), ``"other"`` or ``"neither"``.
+
+    A box that holds the asked object counts as ``"asked"`` even if it holds others too; ``None``
+    (an invalid box, nothing cropped) is ``"neither"``.
+
+    Example:
+        >>> boxed_object((0, 0, 100, 100), [(10, 10, 50, 50), (300, 300, 360, 360)])
+        'asked'
+    """
     if box is None:
         return "neither"
     if contains(box, named_boxes[0]):
