@@ -124,8 +124,9 @@ def test_both_grounding_levels_never_show_the_marker_and_their_cell_box_holds_th
 
 def test_held_out_gate_questions_are_not_the_training_questions(maker):
     held_task, held_grounding = E.gate_sets(20)
-    held_bootstrap = E.bootstrap_set(20)
-    for held, trained in ((held_task, maker.task), (held_grounding, maker.grounding), (held_bootstrap, maker.bootstrap)):
+    held_bootstrap, held_one_object = E.bootstrap_set(20), E.one_object_set(20)
+    pairs = ((held_task, maker.task), (held_grounding, maker.grounding), (held_bootstrap, maker.bootstrap), (held_one_object, maker.grounding))
+    for held, trained in pairs:
         trained_boxes = {trained[i].target_box for i in range(len(trained))}
         overlap = sum(held[i].target_box in trained_boxes for i in range(20))
         assert overlap <= 2  # different seeds: at most a chance coincidence of a box, never the same set
