@@ -197,10 +197,18 @@ def test_grounding_choices_agree_with_the_evaluations_hit_rate_and_its_crop_boxe
     E.greedy_evaluation(model, processor, lambda: E.make_env(task), range(12), on_episode_end=lambda env, t: boxes.update({t.sample_index: t.info.get("crop_box")}))
     present, chosen = {}, {}
     for i, box in boxes.items():
-        for k, named in enumerate(task[i].metadata["named_boxes"]):
-            x1, y1 = named[0], named[1]
-            cell = f"{int(x1 // (E.CANVAS // E.CELLS))},{int(y1 // (E.CANVAS // E.CELLS))}"
+        for named in task[i].metadata["named_boxes"]:
+            cell = f"{int(named[0] // (E.CANVAS // E.CELLS))},{int(named[1] // (E.CANVAS // E.CELLS))}"
             present[cell] = present.get(cell, 0) + 1
             held = box is not None and box[0] <= named[0] and box[1] <= named[1] and box[2] >= named[2] and box[3] >= named[3]
             chosen[cell] = chosen.get(cell, 0) + held
     assert choices["chosen_share_by_cell"] == {c: round(chosen[c] / present[c], 3) for c in sorted(present)}
+
+
+def test_gate_metrics_with_diagnostics_keep_the_gate_figures():
+    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_processor(E.COMMITTED_CHECKPOINT)
+    plain = E.gate_metrics(model, processor, 6)
+    full = E.gate_metrics(model, processor, 6, diagnostics=True)
+    assert {k: full[k] for k in plain} == pytest.approx(plain)  # the hit rate read from the choices is the evaluation's
+    boxes = full["diagnostics"]["gate_boxes"]
+    assert boxes["asked"] + boxes["other"] + boxes["neither"] == 6 and 0.0 <= full["diagnostics"]["one_object_hit_rate"] <= 1.0
