@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,3 +213,34 @@ def test_gate_metrics_with_diagnostics_keep_the_gate_figures():
     assert {k: full[k] for k in plain} == pytest.approx(plain)  # the hit rate read from the choices is the evaluation's
     boxes = full["diagnostics"]["gate_boxes"]
     assert boxes["asked"] + boxes["other"] + boxes["neither"] == 6 and 0.0 <= full["diagnostics"]["one_object_hit_rate"] <= 1.0
+
+
+def test_stage_1b_keeps_the_best_checked_weights_and_reports_its_gates(monkeypatch):
+    from types import SimpleNamespace
+
+    settings = E.StageSettings(check_every=100, base_max_steps=300)
+    model = torch.nn.Linear(1, 1, bias=False)
+    # Per check (reading, grounding); the score min(r / 0.9, g / 0.8) is 0.56, 0.94, 0.75: the second check is best.
+    checks = iter([(0.9, 0.45), (0.95, 0.75), (0.6, 0.9)])
+    batches_seen = []
+
+    def fake_fit(model_, tokens, batches, *, steps, on_step, **kwargs):
+        for step in range(steps):
+            batches_seen.append(batches(step))
+            with torch.no_grad():
+                model_.weight.fill_(float(step + 1))  # the weights "at" each step
+            if on_step(step, 0.1):
+                break
+
+    def measure(label):
+        reading, grounding = next(checks)
+        return {"reading_accuracy": reading, "grounding_hit_rate": grounding}
+
+    monkeypatch.setattr(E, "fit", fake_fit)
+    maker = SimpleNamespace(tokens=SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=0)))
+    record = E._base_stage(model, maker, ["reading"] * 40, ["general"] * 40, ["bootstrap"] * 40, measure, settings, 0, False)
+    assert [row["step"] for row in record["base_curve"]] == [100, 200, 300]
+    assert record["base"]["step"] == 200 and model.weight.item() == 200.0  # the best check's weights, not the last
+    assert record["gates"] == {"reading_accuracy>=0.9": True, "grounding_hit_rate>=0.8": False}
+    assert len(batches_seen) == 300 and all(len(batch) == settings.batch for batch in batches_seen)
+    assert sorted(batches_seen[0]) == sorted(["reading"] * 16 + ["general"] * 8 + ["bootstrap"] * 8)
