@@ -383,6 +383,29 @@ def gate_metrics(model: Any, processor: Any, questions: int, *, diagnostics: boo
     return metrics
 
 
+def software_record() -> dict[str, Any]:
+    """The library versions and torch threads a run used.
+
+    A CPU run repeats to the digit only with the same libraries and thread count: a
+    rerun of the supervised stages with other versions matched the committed record's
+    losses to four digits for 150 steps, then drifted (benchmarks/results/emergence_probes.md,
+    eighth round). Stage records carry this so a mismatch can be told from a bug.
+    """
+    import platform
+
+    import PIL
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, Any]:
     """:func:`gate_metrics` of a saved model, with its diagnostics."""
     torch.set_num_threads(1)
@@ -531,7 +554,7 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     held_task, _ = gate_sets(settings.gate_questions)
     held_bootstrap = bootstrap_set(settings.gate_questions)
     gates = range(settings.gate_questions)
-    report: dict[str, Any] = {"settings": asdict(settings), "seed": seed, "leak_check": attribute_leak_check()}
+    report: dict[str, Any] = {"settings": asdict(settings), "seed": seed, "software": software_record(), "leak_check": attribute_leak_check()}
     print(f"[leak check] {report['leak_check']}", flush=True)
 
     def measure(label: str) -> dict[str, float]:
@@ -921,7 +944,7 @@ def compare(checkpoint: Path, output: Path, settings: RLSettings, seeds: Sequenc
     """Stage 3 and 4: MGPO and GRPO runs from ``checkpoint``, in parallel lanes, then the report."""
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    (output / "rl_settings.json").write_text(json.dumps({**asdict(settings), "seeds": list(seeds), "checkpoint": str(checkpoint)}, indent=2) + "\n")
+    (output / "rl_settings.json").write_text(json.dumps({**asdict(settings), "seeds": list(seeds), "checkpoint": str(checkpoint), "software": software_record()}, indent=2) + "\n")
     me = [sys.executable, "-m", "mgpo_agents.emergence"]
     common = ["--checkpoint", str(checkpoint), "--output", str(output), "--settings", json.dumps(asdict(settings))]
     commands = [me + ["before", "--protocol", p] + common for p in METHODS]

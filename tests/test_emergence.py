@@ -1,6 +1,7 @@
 """The miniature experiment's building blocks: leak-free attribute, cell boxes, training rows,
 the parity of the two methods' settings, and the results table."""
 
+import json
 import random
 
 import numpy as np
@@ -104,7 +105,7 @@ def test_the_committed_warmstart_checkpoint_loads_and_writes_the_format():
     assert len(episodes) == 8 and summary["valid_box_rate"] == 1.0
     assert all(t.info["box_valid"] for t in episodes)  # turn 1: a well-formed cell box
     assert all(t.info["answer"] in "ABCD" for t in episodes)  # turn 2: a letter in \boxed{}
-    record = __import__("json").loads((checkpoint / "supervised.json").read_text())
+    record = json.loads((checkpoint / "supervised.json").read_text())
     assert record["leak_check"]["view_max_difference"] == 0.0
 
 
@@ -244,3 +245,14 @@ def test_stage_1b_keeps_the_best_checked_weights_and_reports_its_gates(monkeypat
     assert record["gates"] == {"reading_accuracy>=0.9": True, "grounding_hit_rate>=0.8": False}
     assert len(batches_seen) == 300 and all(len(batch) == settings.batch for batch in batches_seen)
     assert sorted(batches_seen[0]) == sorted(["reading"] * 16 + ["general"] * 8 + ["bootstrap"] * 8)
+
+
+def test_the_software_record_names_the_libraries_and_threads_in_use():
+    import PIL
+    import transformers
+
+    record = E.software_record()
+    assert record["torch"] == torch.__version__ and record["transformers"] == transformers.__version__
+    assert record["numpy"] == np.__version__ and record["pillow"] == PIL.__version__
+    assert record["torch_threads"] == torch.get_num_threads()
+    json.dumps(record)  # it goes into the JSON stage records as is
