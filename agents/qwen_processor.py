@@ -160,6 +160,24 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
         tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return [image_processor, tokenizer]
 
+    @classmethod
+    def _resolve_subprocessors(
+        cls, pretrained_model_name_or_path: str | os.PathLike, processor_dict: dict, **kwargs: Any
+    ) -> tuple[dict, dict]:
+        """transformers >= 5.25 loads sub-processors here, through ``AutoImageProcessor``.
+
+        That would again pick the image class by name and backend (and it does not
+        know :class:`PositionCodedImageProcessor`), so hand it the ones
+        :meth:`_get_arguments_from_pretrained` loads; caller-given ones still win.
+        """
+        if kwargs.get("image_processor") is None or kwargs.get("tokenizer") is None:
+            load_kwargs = {k: v for k, v in kwargs.items() if k not in ("image_processor", "tokenizer", "return_unused_kwargs")}
+            loaded = cls._get_arguments_from_pretrained(pretrained_model_name_or_path, **load_kwargs)
+            for name, sub_processor in zip(("image_processor", "tokenizer"), loaded):
+                if kwargs.get(name) is None:
+                    kwargs[name] = sub_processor
+        return super()._resolve_subprocessors(pretrained_model_name_or_path, processor_dict, **kwargs)  # type: ignore[misc]
+
 
 # `AutoProcessor.from_pretrained` on a directory whose processor_config.json names
 # this class finds it through this registration (it must be imported first). The
