@@ -65,6 +65,11 @@ class MGPOConfig:
     top_p: float = _help("Nucleus sampling threshold of training rollouts.", default=1.0)
     max_new_tokens: int = _help("Most tokens the model may generate in one reply.", default=8192)
     generation_batch_size: int = _help("Rollouts generated together in one batch (0: all of a step at once).", default=0)
+    encode_images_once: bool = _help(
+        "Run the vision tower once per distinct image of a batch: the G episodes of a group share their original "
+        "image, so generation, reference and policy passes encode it once instead of G times. Exact; off encodes every copy.",
+        default=True,
+    )
     check_token_drift: bool = _help(
         "Re-render every trajectory through the processor's chat template and log how many token ids differ "
         "(the drift a decode/re-encode trainer would train on).",

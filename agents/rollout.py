@@ -19,6 +19,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from .sampling import RowSeededSampler, row_seed
+from .shared_images import encode_each_image_once
 from .trajectory import ConversationTokenizer, Segment, Trajectory, model_inputs, template_drift
 
 
@@ -131,6 +132,9 @@ class RolloutEngine:
         extra_logits_processors: ``f(trajectories, turn) -> [LogitsProcessor, ...]`` applied
             after sampling noise, e.g. for constrained decoding; they see the batch's rows in
             the order of ``trajectories``. Log-probs are always recorded from the raw logits.
+        encode_images_once: hook the model's vision tower so a batch's copies of one image
+            (a group's original) are encoded once (:mod:`mgpo_agents.shared_images`; exact).
+            The hooks stay on the model, so training passes through it profit too.
     """
 
     def __init__(
@@ -145,7 +149,10 @@ class RolloutEngine:
         generation_batch_size: int = 0,
         seed: int = 0,
         extra_logits_processors: Optional[Callable[[Sequence[Trajectory], int], list[LogitsProcessor]]] = None,
+        encode_images_once: bool = True,
     ) -> None:
+        if encode_images_once:
+            encode_each_image_once(model)
         self.extra_logits_processors = extra_logits_processors
         self.model = model
         self.processor = processor

@@ -41,6 +41,7 @@ from .config import MGPOConfig
 from .mgpo_loss import group_advantages, mgpo_token_loss, pack, token_logprobs
 from .qwen_processor import load_model, load_processor
 from .rollout import RolloutEngine
+from .shared_images import encode_each_image_once
 from .trajectory import Trajectory
 
 CHECKPOINT_PREFIX = "step-"
@@ -165,6 +166,8 @@ class MGPOTrainer:
             else:
                 self.reference = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
             self.reference.requires_grad_(False).eval().to(accelerator.device)
+            if config.encode_images_once:
+                encode_each_image_once(self.reference)
         model.to(accelerator.device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -181,6 +184,7 @@ class MGPOTrainer:
             top_p=config.top_p,
             generation_batch_size=config.generation_batch_size,
             seed=config.seed,
+            encode_images_once=config.encode_images_once,  # the hooks serve the training passes too (same modules)
         )
         tokenizer = self.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.engine.tokens.end_of_turn_id
