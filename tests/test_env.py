@@ -161,6 +161,20 @@ def test_a_group_decodes_the_image_once(small_env):
     assert env.images.decodes == 1
 
 
+def test_image_observations_are_fresh_arrays_of_the_view_zero_padded(small_env):
+    first, _ = small_env.reset(options={"index": 2})
+    first["image"][:] = 7  # the caller's own array: scribbling on it changes nothing the env holds
+    again, info = small_env.reset(options={"index": 2})
+    width, height = again["image_size"]
+    view = np.asarray(small_env.unwrapped.chat_messages()[-1]["content"][0]["image"])
+    assert view.shape == (height, width, 3)
+    assert (again["image"][:height, :width] == view).all()
+    assert not again["image"][height:].any() and not again["image"][:, width:].any()
+    crop, *_ = small_env.step(tight_box_text(info))
+    crop_view = np.asarray(small_env.unwrapped.chat_images()[-1])
+    assert crop["image"].base is None and (crop["image"][: crop_view.shape[0], : crop_view.shape[1]] == crop_view).all()
+
+
 def test_shuffle_sampling_visits_every_sample_once_per_epoch():
     env = gym.make("mgpo/HighResVQA-v0", dataset_kwargs={"num_samples": 6, "canvas_size": 512}, sampling="shuffle")
     ids = [env.reset(seed=4 if i == 0 else None)[1]["sample_id"] for i in range(12)]
