@@ -126,8 +126,10 @@ def test_both_grounding_levels_never_show_the_marker_and_their_cell_box_holds_th
 
 def test_held_out_gate_questions_are_not_the_training_questions(maker):
     held_task, held_grounding = E.gate_sets(20)
-    held_bootstrap, held_one_object = E.bootstrap_set(20), E.one_object_set(20)
-    pairs = ((held_task, maker.task), (held_grounding, maker.grounding), (held_bootstrap, maker.bootstrap), (held_one_object, maker.grounding))
+    held_bootstrap, held_choice = E.bootstrap_set(20), E.choice_set(20)
+    assert all(len(held_grounding[i].metadata["named_boxes"]) == 1 for i in range(20))  # the gate: one named object
+    assert all(len(held_choice[i].metadata["named_boxes"]) == 2 for i in range(20))
+    pairs = ((held_task, maker.task), (held_grounding, maker.grounding), (held_bootstrap, maker.bootstrap), (held_choice, maker.grounding))
     for held, trained in pairs:
         trained_boxes = {trained[i].target_box for i in range(len(trained))}
         overlap = sum(held[i].target_box in trained_boxes for i in range(20))
@@ -211,9 +213,10 @@ def test_gate_metrics_with_diagnostics_keep_the_gate_figures():
     model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_processor(E.COMMITTED_CHECKPOINT)
     plain = E.gate_metrics(model, processor, 6)
     full = E.gate_metrics(model, processor, 6, diagnostics=True)
-    assert {k: full[k] for k in plain} == pytest.approx(plain)  # the hit rate read from the choices is the evaluation's
-    boxes = full["diagnostics"]["gate_boxes"]
-    assert boxes["asked"] + boxes["other"] + boxes["neither"] == 6 and 0.0 <= full["diagnostics"]["one_object_hit_rate"] <= 1.0
+    assert set(plain) == {"reading_accuracy", "grounding_hit_rate", "choice_hit_rate"}
+    assert {k: full[k] for k in plain} == pytest.approx(plain)  # the choice rate read from the choices is the evaluation's
+    boxes = full["diagnostics"]["choice_boxes"]
+    assert boxes["asked"] + boxes["other"] + boxes["neither"] == 6 and full["choice_hit_rate"] == boxes["asked"] / 6
 
 
 def test_stage_1b_keeps_the_best_checked_weights_and_reports_its_gates(monkeypatch):
@@ -256,3 +259,43 @@ def test_the_software_record_names_the_libraries_and_threads_in_use():
     assert record["numpy"] == np.__version__ and record["pillow"] == PIL.__version__
     assert record["torch_threads"] == torch.get_num_threads()
     json.dumps(record)  # it goes into the JSON stage records as is
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 9), st.integers(0, 2**31 - 1))
+def test_box_tilt_is_zero_for_a_blind_policy_and_its_baseline_is_the_mean_over_all_pairings(questions, seed):
+    rng = np.random.default_rng(seed)
+    cells = E.CELLS * E.CELLS
+    probabilities = rng.random((questions, cells)) + 1e-3
+    targets = rng.integers(0, cells, size=questions)
+    tilt = E.box_tilt(probabilities, targets)
+    q = probabilities / probabilities.sum(1, keepdims=True)
+    # Independently: pair every question's distribution with every question's target.
+    assert tilt["p_target_if_blind"] == pytest.approx(float(q[:, targets].mean()), abs=1e-4)
+    assert tilt["p_target"] == pytest.approx(float(np.mean([q[i, t] for i, t in enumerate(targets)])), abs=1e-4)
+    # The mass on the cell boxes does not change the lean: rescale each row.
+    rescaled = E.box_tilt(probabilities * rng.uniform(0.1, 1.0, size=(questions, 1)), targets)
+    assert rescaled["tilt"] == pytest.approx(tilt["tilt"], abs=2e-4)
+    blind = E.box_tilt(np.tile(probabilities[:1], (questions, 1)), targets)
+    assert blind["tilt"] == pytest.approx(0.0, abs=1e-4) and blind["image_dependence"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_turn1_cell_probabilities_match_a_full_forward_pass_of_each_box():
+    from mgpo_agents.supervised import scripted_trajectory
+    from mgpo_agents.trajectory import ConversationTokenizer, model_inputs
+
+    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_processor(E.COMMITTED_CHECKPOINT)
+    task = SyntheticTask(3, seed=E.EVAL_SEED, **E.TASK_KWARGS)
+    probabilities = E.turn1_cell_probabilities(model, processor, task, [0, 2])
+    tokens, env = ConversationTokenizer(processor), E.make_env(task)
+    for row, index in enumerate([0, 2]):
+        for cell in range(E.CELLS * E.CELLS):
+            t = scripted_trajectory(tokens, env, index, [E.cell_box_text(cell % E.CELLS, cell // E.CELLS)], train_turns=[0])
+            reply = t.segments[-1].ids
+            with torch.no_grad():
+                logits = model(**model_inputs([t], processor.tokenizer.pad_token_id, tokens.image_token_id, left_pad=False)).logits[0]
+            log_probs = torch.log_softmax(logits.float(), -1)
+            start = len(t.input_ids) - len(reply)
+            expected = float(sum(log_probs[start + k - 1, token] for k, token in enumerate(reply)))
+            assert probabilities[row, cell] == pytest.approx(np.exp(expected), rel=1e-4)
+    assert (probabilities.sum(1) <= 1 + 1e-5).all()
