@@ -113,10 +113,9 @@ def encode_each_image_once(model: Any) -> bool:
             return None
         if isinstance(output, torch.Tensor):  # towers that return the merged features themselves
             return output.index_select(0, index)
-        # The patch-level states (window order, distinct images only) have no per-copy meaning: drop them.
-        output.last_hidden_state = None
-        output.pooler_output = output.pooler_output.index_select(0, index)
-        return output
+        # Only the merged features are handed on; the patch-level states (window order, distinct
+        # images only) have no per-copy meaning, so the new output leaves them out.
+        return type(output)(pooler_output=output.pooler_output.index_select(0, index))
 
     tower.register_forward_pre_hook(before, with_kwargs=True)
     tower.register_forward_hook(after, with_kwargs=True)

@@ -71,6 +71,14 @@ def test_training_pass_gives_the_same_logprobs_and_gradients_with_a_fraction_of_
     assert grads_plain.keys() == grads_shared.keys() and any("visual" in n for n in grads_plain)
     for name, grad in grads_plain.items():
         assert torch.allclose(grad, grads_shared[name], atol=1e-5, rtol=1e-4), name
+    # The tower's own output: every image's merged features, as encoding each copy gives them.
+    with torch.no_grad():
+        pixels = batch.inputs["pixel_values"]
+        full = vision_tower(plain)(pixels, grid_thw=grid)
+        hooked = vision_tower(shared)(pixels, grid_thw=grid)
+    assert list(hooked.keys()) == ["pooler_output"]  # no patch-level states of the distinct images only
+    assert torch.allclose(hooked.pooler_output, full.pooler_output, atol=1e-5)
+    rows.pop()
     # The tower saw the distinct images only: their patch rows, not all sixteen images'.
     counts = grid.prod(-1).tolist()
     assert rows == [sum(counts[i] for i in sorted(set(first)))] and rows[0] < sum(counts)
