@@ -103,6 +103,9 @@ MAX_NEW_TOKENS = 24
 # The checkout this module lies in (agents/ is the mgpo_agents package): committed checkpoints and results live here.
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
+# Torch threads of each RL run, evaluation and gate measurement: runs go in parallel lanes, one core each.
+RUN_THREADS = 1
+
 # Disjoint dataset seeds: training questions, held-out evaluation, and the supervised stages.
 TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = 0, 1, 2, 3
 
@@ -476,10 +479,11 @@ def gate_metrics(model: Any, processor: Any, questions: int, *, diagnostics: boo
 def software_record() -> dict[str, Any]:
     """The library versions and torch threads a run used.
 
-    A CPU run repeats to the digit only with the same libraries and thread count: a
-    rerun of the supervised stages with other versions matched the committed record's
-    losses to four digits for 150 steps, then drifted (benchmarks/results/emergence_probes.md,
-    eighth round). Stage records carry this so a mismatch can be told from a bug.
+    A CPU run repeats to the digit only with the same libraries and thread count: the
+    supervised stages rerun under transformers 5.25 matched a 5.24 record's losses to
+    four digits at steps 100 and 125 and parted from step 150 on
+    (benchmarks/results/emergence_probes.md, eighth round). Stage records carry this so a
+    mismatch can be told from a bug.
     """
     import platform
 
@@ -498,7 +502,7 @@ def software_record() -> dict[str, Any]:
 
 def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, Any]:
     """:func:`gate_metrics` of a saved model, with its diagnostics."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(RUN_THREADS)
     return gate_metrics(load_model(checkpoint), load_processor(checkpoint), questions, diagnostics=True)
 
 
@@ -753,7 +757,7 @@ def run_rl(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, out
     """One RL run with held-out evaluations every ``eval_every`` steps (``evals.jsonl``)."""
     from .trainer import MGPOTrainer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(RUN_THREADS)
     shutil.rmtree(output_dir, ignore_errors=True)
     trainer = MGPOTrainer(rl_config(checkpoint, protocol, seed, settings, output_dir))
     task = evaluation_task(settings)
@@ -772,7 +776,7 @@ def run_rl(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, out
 
 def evaluate_checkpoint(checkpoint: Path, protocol: str, settings: RLSettings, output: Path) -> dict[str, Any]:
     """Held-out metrics of the warm-start checkpoint (the 'before' of both methods)."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(RUN_THREADS)
     processor = load_processor(checkpoint)
     model = load_model(checkpoint)
     task = evaluation_task(settings)
@@ -907,7 +911,9 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
             f"{report.get('global_view_control_train_accuracy', float('nan')):.3f} (chance 0.25).",
             f"Leak check over {report['leak_check']['layouts']} layouts rendered with each of the four answers: largest pixel "
             f"difference {report['leak_check']['view_max_difference']:.0f} in the global view, {report['leak_check']['crop_max_difference']:.0f} in the cell's crop.",
-            f"Supervised stages took {report.get('seconds', float('nan')) / 60:.1f} min.",
+            f"Supervised stages took {report.get('seconds', float('nan')) / 60:.1f} min"
+            + (f" ({_libraries(report['software'])}, {report['software']['torch_threads']} torch threads)." if "software" in report else "."),
+            *_tilt_lines(report.get("warmstart_box_tilt")),
             "",
         ]
     lines += ["## RL: held-out evaluation (greedy), mean ± std over seeds", "", table, "",
@@ -915,9 +921,27 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
     if settings:
         if "checkpoint" in settings:  # as the commands above name it: relative to the repository, not this machine's path
             settings["checkpoint"] = _repository_relative(settings["checkpoint"])
+        software = settings.pop("software", None)
         lines += ["Settings (identical for both methods apart from the protocol): `" + json.dumps(settings) + "`", ""]
+        if software:
+            lines += [f"Libraries: {_libraries(software)}.", ""]
     lines += ["![curves](emergence_curves.png)", "", "![episode](emergence_episode.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def _libraries(software: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {software[name]}" for name in ("python", "torch", "transformers", "numpy", "pillow") if name in software)
+
+
+def _tilt_lines(tilt: Optional[dict[str, float]]) -> list[str]:
+    """The warm-start's lean towards the task's target, for the results page (nothing for older records)."""
+    if not tilt:
+        return []
+    return [
+        f"Warm-start turn-1 boxes on 150 held-out task questions: the target's cell gets probability {tilt['p_target']:.3f} "
+        f"on average, {tilt['p_target_if_blind']:.3f} for boxes that ignored the image ({tilt['tilt']:+.3f}; "
+        "`box_tilt`): generic grounding alone already leans the random-cell format towards the framed target a little."
+    ]
 
 
 def _repository_relative(path: str) -> str:
@@ -1041,7 +1065,9 @@ def compare(checkpoint: Path, output: Path, settings: RLSettings, seeds: Sequenc
     """Stage 3 and 4: MGPO and GRPO runs from ``checkpoint``, in parallel lanes, then the report."""
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    (output / "rl_settings.json").write_text(json.dumps({**asdict(settings), "seeds": list(seeds), "checkpoint": str(checkpoint), "software": software_record()}, indent=2) + "\n")
+    software = dict(software_record(), torch_threads=RUN_THREADS)  # what each run sets, not this launcher's count
+    record = {**asdict(settings), "seeds": list(seeds), "checkpoint": str(checkpoint), "software": software}
+    (output / "rl_settings.json").write_text(json.dumps(record, indent=2) + "\n")
     me = [sys.executable, "-m", "mgpo_agents.emergence"]
     common = ["--checkpoint", str(checkpoint), "--output", str(output), "--settings", json.dumps(asdict(settings))]
     commands = [me + ["before", "--protocol", p] + common for p in METHODS]

@@ -3,6 +3,7 @@ the parity of the two methods' settings, and the results table."""
 
 import json
 import random
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -107,6 +108,10 @@ def test_the_committed_warmstart_checkpoint_loads_and_writes_the_format():
     assert all(t.info["answer"] in "ABCD" for t in episodes)  # turn 2: a letter in \boxed{}
     record = json.loads((checkpoint / "supervised.json").read_text())
     assert record["leak_check"]["view_max_difference"] == 0.0
+    # The stage record names the libraries it was made with and the gates its base met.
+    assert record["software"]["transformers"] and record["settings"] == asdict(E.StageSettings())
+    assert all(record["gates"].values()) and record["base"]["grounding_hit_rate"] >= record["settings"]["grounding_gate"]
+    assert 0.0 <= record["base"]["choice_hit_rate"] <= 1.0 and "tilt" in record["warmstart_box_tilt"]
 
 
 @pytest.mark.parametrize("level", ["bootstrap", "general"])
