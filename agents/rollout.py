@@ -133,8 +133,9 @@ class RolloutEngine:
             after sampling noise, e.g. for constrained decoding; they see the batch's rows in
             the order of ``trajectories``. Log-probs are always recorded from the raw logits.
         encode_images_once: hook the model's vision tower so a batch's copies of one image
-            (a group's original) are encoded once (:mod:`mgpo_agents.shared_images`; exact).
-            The hooks stay on the model, so training passes through it profit too.
+            (a group's original) are encoded once (:mod:`mgpo_agents.shared_images`; exact),
+            or take such hooks off (False). It is a setting of the model, not only of this
+            engine: the hooks stay on it, so training passes through it profit too.
     """
 
     def __init__(
@@ -151,8 +152,7 @@ class RolloutEngine:
         extra_logits_processors: Optional[Callable[[Sequence[Trajectory], int], list[LogitsProcessor]]] = None,
         encode_images_once: bool = True,
     ) -> None:
-        if encode_images_once:
-            encode_each_image_once(model)
+        encode_each_image_once(model, encode_images_once)
         self.extra_logits_processors = extra_logits_processors
         self.model = model
         self.processor = processor

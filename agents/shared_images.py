@@ -20,6 +20,11 @@ share of a two-turn episode's forward cost, and a group of 8 pays it once
 instead of 8 times. Crops differ between episodes, so they are still encoded
 one by one.
 
+The hooks live on the tower module, so every user of the model (``generate``,
+the trainer's passes, peft and DDP wrappers around it) gets them, and a
+``copy.deepcopy`` of a hooked model is hooked too. ``encode_each_image_once(model,
+False)`` takes them off again.
+
 Example:
     >>> import torch
     >>> pixels = torch.cat([torch.ones(4, 3), torch.zeros(16, 3), torch.ones(4, 3)])
@@ -34,10 +39,12 @@ from typing import Any, Optional
 
 import torch
 
-__all__ = ["distinct_images", "encode_each_image_once", "vision_tower"]
+__all__ = ["distinct_images", "encode_each_image_once", "encodes_each_image_once", "vision_tower"]
 
-# Marks a tower that already has the hooks, so installing twice is harmless.
-_HOOKED = "_mgpo_encodes_each_image_once"
+# Where the pre-hook leaves the expansion index of the call in flight, on the tower itself
+# (None: nothing shared). One slot, overwritten by every call: a call that raised inside
+# the tower leaves nothing behind that a later call could pick up.
+_PENDING = "_mgpo_shared_image_index"
 
 
 def distinct_images(pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[int]:
@@ -45,19 +52,17 @@ def distinct_images(pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[
 
     ``pixel_values`` is the processor's flattened patches of every image, in order,
     ``grid_thw`` the (images, 3) patch grid of each; image ``i`` owns
-    ``prod(grid_thw[i])`` consecutive rows.
+    ``prod(grid_thw[i])`` consecutive rows. Only images with equal grids are compared.
     """
-    counts = grid_thw.prod(-1).tolist()
-    chunks = torch.split(pixel_values, counts)
+    grids = [tuple(g) for g in grid_thw.tolist()]
+    chunks = torch.split(pixel_values, [t * h * w for t, h, w in grids])
     first: list[int] = []
-    seen: list[int] = []  # indices of the distinct images so far
-    for i, chunk in enumerate(chunks):
-        match = next(
-            (j for j in seen if torch.equal(grid_thw[j], grid_thw[i]) and (chunks[j] is chunk or torch.equal(chunks[j], chunk))),
-            None,
-        )
+    seen: dict[tuple[int, ...], list[int]] = {}  # grid -> the distinct images with it so far
+    for i, (grid, chunk) in enumerate(zip(grids, chunks)):
+        candidates = seen.setdefault(grid, [])
+        match = next((j for j in candidates if torch.equal(chunks[j], chunk)), None)
         if match is None:
-            seen.append(i)
+            candidates.append(i)
             match = i
         first.append(match)
     return first
@@ -71,53 +76,83 @@ def vision_tower(model: Any) -> Optional[torch.nn.Module]:
     return None
 
 
-def encode_each_image_once(model: Any) -> bool:
-    """Hook ``model``'s vision tower so each forward pass encodes each distinct image once.
+def _before(module: torch.nn.Module, args: tuple, kwargs: dict) -> Optional[tuple[tuple, dict]]:
+    """Pre-hook: hand the tower the distinct images only, and remember how to expand its output."""
+    module.__dict__[_PENDING] = None
+    if len(args) > 2 or any(isinstance(v, torch.Tensor) for k, v in kwargs.items() if k not in ("hidden_states", "grid_thw")):
+        return None  # precomputed per-image inputs (sequence lengths, positions) would not match a reduced batch
+    pixel_values = args[0] if args else kwargs["hidden_states"]
+    grid_thw = args[1] if len(args) > 1 else kwargs["grid_thw"]
+    first = distinct_images(pixel_values, grid_thw)
+    unique = sorted(set(first))
+    if len(unique) == len(first):
+        return None
+    counts = grid_thw.prod(-1).tolist()
+    chunks = torch.split(pixel_values, counts)
+    merge = int(getattr(module, "spatial_merge_size", 2)) ** 2
+    tokens = [c // merge for c in counts]  # merged feature rows of each image
+    offsets, start = {}, 0
+    for j in unique:
+        offsets[j] = start
+        start += tokens[j]
+    index = torch.cat([torch.arange(offsets[j], offsets[j] + tokens[i]) for i, j in enumerate(first)])
+    module.__dict__[_PENDING] = index.to(pixel_values.device)
+    rest = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "grid_thw")}
+    return (torch.cat([chunks[j] for j in unique]), grid_thw[unique]), rest
 
-    Works through peft and DDP wrappers and inside ``generate`` (the hooks sit on
-    the tower module itself). Returns whether a tower was found; installing twice
-    does nothing the second time.
+
+def _after(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """Post-hook: every image, copies included, gets its distinct image's merged features."""
+    index = module.__dict__.get(_PENDING)
+    module.__dict__[_PENDING] = None
+    if index is None:
+        return None
+    if isinstance(output, torch.Tensor):  # towers that return the merged features themselves
+        return output.index_select(0, index)
+    if getattr(output, "pooler_output", None) is None:
+        raise TypeError(f"the vision tower returned {type(output).__name__} without merged features (pooler_output); "
+                        "turn encode_images_once off for this model")
+    # Only the merged features are handed on; the patch-level states (window order, distinct
+    # images only) have no per-copy meaning, so the new output leaves them out.
+    return type(output)(pooler_output=output.pooler_output.index_select(0, index))
+
+
+def _our_hook_ids(tower: torch.nn.Module) -> tuple[list[int], list[int]]:
+    pre = [k for k, hook in tower._forward_pre_hooks.items() if hook is _before]
+    post = [k for k, hook in tower._forward_hooks.items() if hook is _after]
+    return pre, post
+
+
+def encodes_each_image_once(model: Any) -> bool:
+    """Whether ``model``'s vision tower carries the hooks of :func:`encode_each_image_once`."""
+    tower = vision_tower(model)
+    return tower is not None and bool(_our_hook_ids(tower)[0])
+
+
+def encode_each_image_once(model: Any, enabled: bool = True) -> bool:
+    """Hook ``model``'s vision tower so each forward pass encodes each distinct image once
+    (``enabled=False``: take the hooks off, so every copy is encoded).
+
+    Works through peft and DDP wrappers and inside ``generate`` (the hooks sit on the
+    tower module itself). Returns whether a tower was found; installing twice does
+    nothing the second time.
     """
     tower = vision_tower(model)
     if tower is None:
         return False
-    if getattr(tower, _HOOKED, False):
-        return True
-    pending: list[Optional[torch.Tensor]] = []  # expansion index of the call in flight (None: nothing shared)
-    merge = int(getattr(tower, "spatial_merge_size", 2)) ** 2
-
-    def before(module: torch.nn.Module, args: tuple, kwargs: dict) -> Optional[tuple[tuple, dict]]:
-        pixel_values = args[0] if args else kwargs["hidden_states"]
-        grid_thw = args[1] if len(args) > 1 else kwargs["grid_thw"]
-        first = distinct_images(pixel_values, grid_thw)
-        unique = sorted(set(first))
-        if len(unique) == len(first):
-            pending.append(None)
-            return None
-        counts = grid_thw.prod(-1).tolist()
-        chunks = torch.split(pixel_values, counts)
-        # Rows of the distinct images' merged features, then each image's rows in the output.
-        tokens = [c // merge for c in counts]
-        offsets, start = {}, 0
-        for j in unique:
-            offsets[j] = start
-            start += tokens[j]
-        index = torch.cat([torch.arange(offsets[j], offsets[j] + tokens[i]) for i, j in enumerate(first)])
-        pending.append(index.to(pixel_values.device))
-        rest = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "grid_thw")}
-        return (torch.cat([chunks[j] for j in unique]), grid_thw[unique]), rest
-
-    def after(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-        index = pending.pop()
-        if index is None:
-            return None
-        if isinstance(output, torch.Tensor):  # towers that return the merged features themselves
-            return output.index_select(0, index)
-        # Only the merged features are handed on; the patch-level states (window order, distinct
-        # images only) have no per-copy meaning, so the new output leaves them out.
-        return type(output)(pooler_output=output.pooler_output.index_select(0, index))
-
-    tower.register_forward_pre_hook(before, with_kwargs=True)
-    tower.register_forward_hook(after, with_kwargs=True)
-    setattr(tower, _HOOKED, True)
+    pre, post = _our_hook_ids(tower)
+    if enabled and not pre:
+        tower.register_forward_pre_hook(_before, with_kwargs=True)
+        tower.register_forward_hook(_after, with_kwargs=True)
+    elif not enabled:
+        # What RemovableHandle.remove() does, by id: a deepcopy of a hooked model has the
+        # hooks in its dicts but no handle of ours.
+        for key in pre:
+            del tower._forward_pre_hooks[key]
+            tower._forward_pre_hooks_with_kwargs.pop(key, None)
+        for key in post:
+            del tower._forward_hooks[key]
+            tower._forward_hooks_with_kwargs.pop(key, None)
+            tower._forward_hooks_always_called.pop(key, None)
+        tower.__dict__.pop(_PENDING, None)
     return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import gymnasium as gym
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,10 +13,13 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from mgpo_agents import shared_images  # noqa: E402
 from mgpo_agents.mgpo_loss import pack, token_logprobs  # noqa: E402
-from mgpo_agents.shared_images import distinct_images, encode_each_image_once, vision_tower  # noqa: E402
+from mgpo_agents.qwen_processor import load_model, load_processor  # noqa: E402
+from mgpo_agents.rollout import RolloutEngine  # noqa: E402
+from mgpo_agents.shared_images import distinct_images, encode_each_image_once, encodes_each_image_once, vision_tower  # noqa: E402
 
-from test_trainer import box_reply, make_engine, tiny, tiny_dir  # noqa: E402,F401  (fixtures)
+from test_trainer import PIXELS, TASK, box_reply, forcing, tiny_dir  # noqa: E402,F401  (tiny_dir: a fixture)
 
 
 @settings(max_examples=80, deadline=None)
@@ -36,29 +40,40 @@ def test_one_differing_pixel_makes_images_distinct():
     assert distinct_images(torch.cat([a, b, a]), torch.tensor([[1, 4, 4]] * 3)) == [0, 1, 0]
 
 
-def _group_batch(model, processor, group_size=4):
-    engine = make_engine(model, processor, box_reply)
-    trajectories = engine.run([0, 2], group_size=group_size, greedy=True).trajectories
-    return engine, pack(trajectories, processor.tokenizer.pad_token_id, engine.tokens.image_token_id)
+@pytest.fixture
+def plain_and_shared(tiny_dir):
+    """Two copies of the tiny model: one without the hooks (every copy encoded), one with them."""
+    plain, shared = load_model(tiny_dir), load_model(tiny_dir)
+    assert encode_each_image_once(shared) and encode_each_image_once(shared)  # a second install is a no-op
+    assert not encodes_each_image_once(plain) and encodes_each_image_once(shared)
+    assert len(vision_tower(shared)._forward_pre_hooks) == 1
+    return plain, shared, load_processor(tiny_dir)
+
+
+def _engine(model, processor, reply_for=box_reply, *, share=False):
+    make = lambda: gym.make("mgpo/HighResVQA-v0", dataset_kwargs=TASK, **PIXELS)  # noqa: E731
+    extra = forcing(processor, reply_for) if reply_for is not None else None
+    return RolloutEngine(model, processor, make, max_new_tokens=40, extra_logits_processors=extra, encode_images_once=share)
 
 
 def _tower_rows(model):
-    """Record how many patch rows the vision tower is handed per call."""
+    """Record how many patch rows the vision tower is handed per call (after the sharing hook)."""
     rows: list[int] = []
     vision_tower(model).register_forward_pre_hook(lambda module, args, kwargs: rows.append(int((args[0] if args else kwargs["hidden_states"]).shape[0])), with_kwargs=True)
     return rows
 
 
-def test_training_pass_gives_the_same_logprobs_and_gradients_with_a_fraction_of_the_tower_work(tiny):
-    model, processor = tiny
-    _, batch = _group_batch(model, processor)
+def test_training_pass_gives_the_same_logprobs_and_gradients_with_a_fraction_of_the_tower_work(plain_and_shared):
+    plain, shared, processor = plain_and_shared
+    engine = _engine(plain, processor)
+    trajectories = engine.run([0, 2], group_size=4, greedy=True).trajectories
+    assert not encodes_each_image_once(plain)  # the engine left it as it was
+    batch = pack(trajectories, processor.tokenizer.pad_token_id, engine.tokens.image_token_id)
     grid = batch.inputs["image_grid_thw"]
     first = distinct_images(batch.inputs["pixel_values"], grid)
     # 2 questions x 4 episodes: 8 originals (2 distinct) and 8 crops of different sizes (all distinct).
     assert len(first) == 16 and len(set(first)) == 2 + 8
 
-    plain, shared = copy.deepcopy(model), copy.deepcopy(model)
-    assert encode_each_image_once(shared) and encode_each_image_once(shared)  # a second install is a no-op
     rows = _tower_rows(shared)
     results = []
     for m in (plain, shared):
@@ -71,6 +86,9 @@ def test_training_pass_gives_the_same_logprobs_and_gradients_with_a_fraction_of_
     assert grads_plain.keys() == grads_shared.keys() and any("visual" in n for n in grads_plain)
     for name, grad in grads_plain.items():
         assert torch.allclose(grad, grads_shared[name], atol=1e-5, rtol=1e-4), name
+    # The tower saw the distinct images only: their patch rows, not all sixteen images'.
+    counts = grid.prod(-1).tolist()
+    assert rows == [sum(counts[i] for i in sorted(set(first)))] and rows[0] < sum(counts)
     # The tower's own output: every image's merged features, as encoding each copy gives them.
     with torch.no_grad():
         pixels = batch.inputs["pixel_values"]
@@ -78,28 +96,51 @@ def test_training_pass_gives_the_same_logprobs_and_gradients_with_a_fraction_of_
         hooked = vision_tower(shared)(pixels, grid_thw=grid)
     assert list(hooked.keys()) == ["pooler_output"]  # no patch-level states of the distinct images only
     assert torch.allclose(hooked.pooler_output, full.pooler_output, atol=1e-5)
-    rows.pop()
-    # The tower saw the distinct images only: their patch rows, not all sixteen images'.
-    counts = grid.prod(-1).tolist()
-    assert rows == [sum(counts[i] for i in sorted(set(first)))] and rows[0] < sum(counts)
 
 
-def test_generation_with_shared_images_writes_the_same_replies(tiny):
-    model, processor = tiny
-    shared = copy.deepcopy(model)
-    encode_each_image_once(shared)
+def test_a_wrong_expansion_would_be_caught(plain_and_shared, monkeypatch):
+    """The comparison above can fail: give each copy the wrong distinct image and it does."""
+    plain, shared, processor = plain_and_shared
+    engine = _engine(plain, processor)
+    batch = pack(engine.run([0, 2], group_size=2, greedy=True).trajectories, processor.tokenizer.pad_token_id, engine.tokens.image_token_id)
+    real = shared_images.distinct_images
+
+    def swapped(pixels, grid):  # every copy takes the features of the other question's image
+        first, grids = real(pixels, grid), [tuple(g) for g in grid.tolist()]
+        shared = sorted({f for i, f in enumerate(first) if f != i})
+        assert len(shared) == 2 and grids[shared[0]] == grids[shared[1]]
+        return [f if f == i else next(o for o in shared if o != f) for i, f in enumerate(first)]
+
+    monkeypatch.setattr(shared_images, "distinct_images", swapped)
+    with torch.no_grad():
+        grid = batch.inputs["image_grid_thw"]
+        full = vision_tower(plain)(batch.inputs["pixel_values"], grid_thw=grid).pooler_output
+        wrong = vision_tower(shared)(batch.inputs["pixel_values"], grid_thw=grid).pooler_output
+    assert not torch.allclose(wrong, full, atol=1e-3)
+
+
+def test_generation_with_shared_images_writes_the_same_replies(plain_and_shared):
+    plain, shared, processor = plain_and_shared
     rows = _tower_rows(shared)
     # Free greedy decoding (no forced replies): the replies depend on the image features.
-    engines = [make_engine(m, processor, box_reply) for m in (model, shared)]
-    for engine in engines:
-        engine.extra_logits_processors = None
-    plain, hooked = (engine.run([1], group_size=4, greedy=True).trajectories for engine in engines)
-    assert [t.input_ids for t in plain] == [t.input_ids for t in hooked]
-    for a, b in zip(plain, hooked):
+    runs = [_engine(m, processor, None, share=m is shared).run([1], group_size=4, greedy=True).trajectories for m in (plain, shared)]
+    assert not encodes_each_image_once(plain) and encodes_each_image_once(shared)
+    without, with_sharing = runs
+    assert [t.input_ids for t in without] == [t.input_ids for t in with_sharing]
+    for a, b in zip(without, with_sharing):
         assert a.generation_logprobs == pytest.approx(b.generation_logprobs, abs=1e-5)
     # Turn 1's batch holds four copies of the original: the tower encodes it once.
-    patches = plain[0].pixel_values[0].shape[0]
-    assert rows[0] == patches
+    assert rows[0] == without[0].pixel_values[0].shape[0]
+
+
+def test_hooks_come_off_and_travel_with_a_deepcopy(plain_and_shared):
+    _, shared, _ = plain_and_shared
+    copied = copy.deepcopy(shared)  # the trainer's frozen reference is made this way
+    assert encodes_each_image_once(copied)
+    assert encode_each_image_once(copied, False) and not encodes_each_image_once(copied)
+    tower = vision_tower(copied)
+    assert not tower._forward_pre_hooks and not tower._forward_hooks and not tower._forward_hooks_with_kwargs
+    assert encodes_each_image_once(shared)  # the original keeps its own
 
 
 def test_models_without_a_vision_tower_are_left_alone():
