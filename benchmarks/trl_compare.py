@@ -461,7 +461,7 @@ def main() -> int:
             f"Encoding each distinct image once (the 8 episodes of a group show one image) makes ours "
             f"{summary['ours-every-copy']['step_s'] / summary['ours']['step_s']:.2f}x faster a step than encoding every copy, "
             "in the same run: the vision tower runs in generation, in the reference pass and in the policy pass "
-            "(forward and backward), each on 2 images instead of 16.",
+            f"(forward and backward), each on {PROMPTS} images instead of {PROMPTS * GROUP}.",
             "",
         ]
     for side, text in failures.items():
