@@ -54,8 +54,17 @@ def distinct_images(pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[
     ``grid_thw`` the (images, 3) patch grid of each; image ``i`` owns
     ``prod(grid_thw[i])`` consecutive rows. Only images with equal grids are compared.
     """
+    return _first_equal(*_split(pixel_values, grid_thw))
+
+
+def _split(pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[list[tuple[int, ...]], tuple[torch.Tensor, ...]]:
+    """Each image's grid and its own rows of ``pixel_values``."""
     grids = [tuple(g) for g in grid_thw.tolist()]
-    chunks = torch.split(pixel_values, [t * h * w for t, h, w in grids])
+    return grids, torch.split(pixel_values, [t * h * w for t, h, w in grids])
+
+
+def _first_equal(grids: list[tuple[int, ...]], chunks: tuple[torch.Tensor, ...]) -> list[int]:
+    """:func:`distinct_images` on images already split (the pre-hook needs the split itself too)."""
     first: list[int] = []
     seen: dict[tuple[int, ...], list[int]] = {}  # grid -> the distinct images with it so far
     for i, (grid, chunk) in enumerate(zip(grids, chunks)):
@@ -83,14 +92,13 @@ def _before(module: torch.nn.Module, args: tuple, kwargs: dict) -> Optional[tupl
         return None  # precomputed per-image inputs (sequence lengths, positions) would not match a reduced batch
     pixel_values = args[0] if args else kwargs["hidden_states"]
     grid_thw = args[1] if len(args) > 1 else kwargs["grid_thw"]
-    first = distinct_images(pixel_values, grid_thw)
+    grids, chunks = _split(pixel_values, grid_thw)
+    first = _first_equal(grids, chunks)
     unique = sorted(set(first))
     if len(unique) == len(first):
         return None
-    counts = grid_thw.prod(-1).tolist()
-    chunks = torch.split(pixel_values, counts)
     merge = int(getattr(module, "spatial_merge_size", 2)) ** 2
-    tokens = [c // merge for c in counts]  # merged feature rows of each image
+    tokens = [len(chunk) // merge for chunk in chunks]  # merged feature rows of each image
     offsets, start = {}, 0
     for j in unique:
         offsets[j] = start

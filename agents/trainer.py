@@ -166,7 +166,7 @@ class MGPOTrainer:
             else:
                 self.reference = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
             self.reference.requires_grad_(False).eval().to(accelerator.device)
-            encode_each_image_once(self.reference, config.encode_images_once)  # a deepcopy carries the model's hooks
+            encode_each_image_once(self.reference, config.encode_images_once)  # a module of its own: the engine hooks only the policy
         model.to(accelerator.device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)

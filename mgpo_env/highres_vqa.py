@@ -237,7 +237,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         self._answer: Optional[str] = None
         self._view: Optional[ImagePart] = None  # the image the model saw last
         self._original_view: Optional[ImagePart] = None
-        self._canvases: dict[int, tuple[Image.Image, np.ndarray]] = {}
+        self._shown: dict[int, tuple[Image.Image, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[dict, dict]:
@@ -401,7 +401,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         Cached per image: a GRPO group's resets show the same view.
         """
         key = id(image)
-        cached = self._canvases.get(key)
+        cached = self._shown.get(key)
         if cached is not None and cached[0] is image:
             return cached[1]
         height, width = self.observation_space["image"].shape[:2]
@@ -410,18 +410,18 @@ class HighResVQAEnv(gym.Env[dict, str]):
             scale = min(width / shown.width, height / shown.height)
             shown = resize_image(shown, (max(1, int(shown.width * scale)), max(1, int(shown.height * scale))))
         pixels = np.asarray(shown, dtype=np.uint8)
-        if len(self._canvases) >= 4:
-            self._canvases.pop(next(iter(self._canvases)))
+        if len(self._shown) >= 4:
+            self._shown.pop(next(iter(self._shown)))
         # The entry keeps the image alive, so its id cannot be reused by another image.
-        self._canvases[key] = (image, pixels)
+        self._shown[key] = (image, pixels)
         return pixels
 
     def _observation(self) -> dict:
         assert self._view is not None
         pixels = self._shown_pixels(self._view.image)
         # A fresh array every time (Gymnasium: observations never share data), built from fresh
-        # zero pages: only the image's own rows and columns are written. Copying a whole cached
-        # canvas wrote all of its pages (5 MB at 1344x1344), a sixth of the environment's time.
+        # zero pages: only the image's own rows and columns are written, where copying a whole
+        # cached canvas wrote all of its pages (5 MB at 1344x1344).
         canvas = np.zeros(self.observation_space["image"].shape, dtype=np.uint8)
         height, width = pixels.shape[:2]
         canvas[:height, :width] = pixels

@@ -103,15 +103,15 @@ def test_a_wrong_expansion_would_be_caught(plain_and_shared, monkeypatch):
     plain, shared, processor = plain_and_shared
     engine = _engine(plain, processor)
     batch = pack(engine.run([0, 2], group_size=2, greedy=True).trajectories, processor.tokenizer.pad_token_id, engine.tokens.image_token_id)
-    real = shared_images.distinct_images
+    real = shared_images._first_equal
 
-    def swapped(pixels, grid):  # every copy takes the features of the other question's image
-        first, grids = real(pixels, grid), [tuple(g) for g in grid.tolist()]
+    def swapped(grids, chunks):  # every copy takes the features of the other question's image
+        first = real(grids, chunks)
         shared = sorted({f for i, f in enumerate(first) if f != i})
         assert len(shared) == 2 and grids[shared[0]] == grids[shared[1]]
         return [f if f == i else next(o for o in shared if o != f) for i, f in enumerate(first)]
 
-    monkeypatch.setattr(shared_images, "distinct_images", swapped)
+    monkeypatch.setattr(shared_images, "_first_equal", swapped)
     with torch.no_grad():
         grid = batch.inputs["image_grid_thw"]
         full = vision_tower(plain)(batch.inputs["pixel_values"], grid_thw=grid).pooler_output
