@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mgpo_env.datasets import resolve_dataset
+    from mgpo_datasets.registry import resolve_dataset
     from mgpo_env.image_store import ImageStore
 
     from .config import MGPOConfig
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     store_episode = None
     if args.save_episodes:
-        from mgpo_env.episode_store import EpisodeStore, record_from_env
+        from mgpo_tools.episode_store import EpisodeStore, record_from_env
 
         store = EpisodeStore(args.output / "episodes")
         store_episode = lambda env, trajectory: store.add(record_from_env(env, split="eval"))  # noqa: E731

@@ -93,7 +93,7 @@ def evaluate(
 
 def evaluate_trainer(trainer: Any, label: str) -> dict[str, Any]:
     """Evaluate a trainer's current policy on its config's evaluation set (greedy)."""
-    from mgpo_env.datasets import resolve_dataset
+    from mgpo_datasets.registry import resolve_dataset
     from mgpo_env.image_store import ImageStore
 
     from .trainer import env_factory

@@ -31,7 +31,6 @@ from transformers.image_utils import SizeDict
 
 __all__ = [
     "Qwen2_5_VLImageOnlyProcessor",
-    "PositionCodedImageProcessor",
     "load_processor",
     "load_model",
     "image_token_id",
@@ -41,81 +40,6 @@ __all__ = [
 # Processor classes named in real checkpoints that we can stand in for.
 _QWEN_VL_PROCESSOR_NAMES = frozenset({"Qwen2_5_VLProcessor", "Qwen2VLProcessor"})
 _QWEN_VL_MODEL_TYPES = frozenset({"qwen2_5_vl", "qwen2_vl"})
-
-
-class PositionCodedImageProcessor(Qwen2VLImageProcessorPil):
-    """Qwen2-VL's PIL image processor that also writes where each patch lies into its pixels.
-
-    Qwen2.5-VL's vision tower has rotary positions only (relative), and M-RoPE hands an
-    image token's row and column the lowest text frequencies, so a *small* model has no
-    practical way to say where something is (the project measured this: supervised box
-    training of the tiny model stayed at chance). Large ViTs learn absolute positions
-    from pretraining; this processor gives a tiny model the same information for free.
-
-    How, without touching the architecture: every image is fed to the model as two
-    identical frames (``temporal_patch_size = 2``), flattened per patch as
-    ``(channel, frame, y, x)``. The code is added to frame 0 and subtracted from
-    frame 1, so the frames' *mean* is still exactly the image and the position
-    lives only in their *difference*, which the patch embedding (a linear map over
-    both frames) can read. Features: ``sin`` and ``cos`` of ``pi * k * u`` and
-    ``pi * k * v`` for ``k = 1..4``, where ``(u, v)`` is the patch centre as a fraction
-    of the image's width and height; they occupy the first 16 pixels of channel 0.
-
-    ``position_code`` is the amplitude in normalised pixel units; 0 gives exactly
-    the parent class's pixel values.
-    """
-
-    def __init__(self, position_code: float = 0.0, position_code_mode: str = "additive", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if position_code_mode not in ("additive", "modulated"):
-            raise ValueError(f"position_code_mode must be 'additive' or 'modulated', got {position_code_mode!r}")
-        self.position_code = float(position_code)
-        self.position_code_mode = position_code_mode
-
-    def patchify(self, image: Any, patch_size: int, merge_size: int, temporal_patch_size: int) -> Any:
-        import numpy as np
-
-        patches, grid_h, grid_w = super().patchify(image, patch_size, merge_size, temporal_patch_size)
-        if not self.position_code or temporal_patch_size < 2:
-            return patches, grid_h, grid_w
-        patches = np.array(patches, dtype=np.float32)  # the parent's result may be a read-only broadcast view
-        view = patches.reshape(patches.shape[0], -1, temporal_patch_size, patch_size * patch_size)
-        if self.position_code_mode == "modulated":
-            # Every pixel's value, times one of the patch's zero-mean position features: a uniform
-            # background sums to zero over the image, so a mean over tokens keeps only where things differ.
-            features = position_code_features(grid_h, grid_w, merge_size, full_period=True) * self.position_code
-            pattern = features[:, np.arange(patch_size * patch_size) % features.shape[1]]  # (patches, P*P)
-            modulation = view[:, :, 0, :] * pattern[:, None, :]
-            view[:, :, 0, :] += modulation
-            view[:, :, 1, :] -= modulation
-            return patches, grid_h, grid_w
-        code = position_code_features(grid_h, grid_w, merge_size) * self.position_code  # (grid_h * grid_w, 16)
-        width = min(code.shape[1], patch_size * patch_size)
-        view[:, 0, 0, :width] += code[:, :width]
-        view[:, 0, 1, :width] -= code[:, :width]
-        return patches, grid_h, grid_w
-
-
-def position_code_features(grid_h: int, grid_w: int, merge_size: int, frequencies: int = 4, full_period: bool = False) -> Any:
-    """The per-patch features :class:`PositionCodedImageProcessor` writes, in Qwen's patch order.
-
-    Patches are flattened merge-block by merge-block: ``(block row, block column,
-    row in block, column in block)``.
-
-    >>> f = position_code_features(2, 2, 2)
-    >>> f.shape, round(float(f[0, 0]), 4), round(float(f[1, 0]), 4)   # sin(pi u) at u = 1/4 and u = 3/4
-    ((4, 16), 0.7071, 0.7071)
-    """
-    import numpy as np
-
-    rows, cols = np.divmod(np.arange(grid_h * grid_w), grid_w)
-    order = np.arange(grid_h * grid_w).reshape(grid_h // merge_size, merge_size, grid_w // merge_size, merge_size)
-    order = order.transpose(0, 2, 1, 3).reshape(-1)  # Qwen's flattening of (row, column)
-    u = (cols[order] + 0.5) / grid_w
-    v = (rows[order] + 0.5) / grid_h
-    k = np.arange(1, frequencies + 1) * (2 if full_period else 1)  # full periods: each feature sums to 0 over the grid
-    features = [np.sin(np.pi * np.outer(u, k)), np.cos(np.pi * np.outer(u, k)), np.sin(np.pi * np.outer(v, k)), np.cos(np.pi * np.outer(v, k))]
-    return np.concatenate(features, axis=1).astype(np.float32)
 
 
 class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
@@ -155,8 +79,7 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
         """
         kwargs.pop("subfolder", None)
         image_kwargs = {k: v for k, v in kwargs.items() if k not in ("trust_remote_code",)}
-        image_class = PositionCodedImageProcessor if _image_settings(Path(pretrained_model_name_or_path)).get("position_code") else Qwen2VLImageProcessorPil
-        image_processor = image_class.from_pretrained(pretrained_model_name_or_path, **image_kwargs)
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(pretrained_model_name_or_path, **image_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
         return [image_processor, tokenizer]
 
@@ -166,8 +89,7 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
     ) -> tuple[dict, dict]:
         """transformers >= 5.25 loads sub-processors here, through ``AutoImageProcessor``.
 
-        That would again pick the image class by name and backend (and it does not
-        know :class:`PositionCodedImageProcessor`), so hand it the ones
+        That would again pick the image class by name and backend, so hand it the ones
         :meth:`_get_arguments_from_pretrained` loads; caller-given ones still win.
         """
         if kwargs.get("image_processor") is None or kwargs.get("tokenizer") is None:
@@ -193,15 +115,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _image_settings(path: Path) -> dict[str, Any]:
-    """The image processor's saved settings: ``preprocessor_config.json``, or, where only the
-    processor was saved (trainer checkpoints), the ``image_processor`` part of ``processor_config.json``."""
-    if (path / "preprocessor_config.json").exists():
-        return _read_json(path / "preprocessor_config.json")
-    nested = _read_json(path / "processor_config.json").get("image_processor")
-    return nested if isinstance(nested, dict) else {}
 
 
 def _is_qwen_vl_dir(path: Path) -> bool:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import mgpo_env  # noqa: F401  (registers the environment)
-from mgpo_env.datasets import resolve_dataset
+from mgpo_datasets.registry import resolve_dataset
 from mgpo_env.image_store import ImageStore
 
 from .config import MGPOConfig
@@ -190,7 +190,7 @@ class MGPOTrainer:
         self.step = 0
         self.episode_store: Any = None
         if config.save_rollouts_every > 0 and accelerator.is_main_process:
-            from mgpo_env.episode_store import EpisodeStore
+            from mgpo_tools.episode_store import EpisodeStore
 
             self.episode_store = EpisodeStore(self.output_dir / "episodes")
 
@@ -264,7 +264,7 @@ class MGPOTrainer:
         return metrics
 
     def _store_episode(self, env: gym.Env, trajectory: Trajectory) -> None:
-        from mgpo_env.episode_store import record_from_env
+        from mgpo_tools.episode_store import record_from_env
 
         self.episode_store.add(record_from_env(env, step=self.step, split="train", extra={"group": trajectory.group, "rollout": trajectory.rollout}))
 

@@ -83,8 +83,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from mgpo_env.grading import answer_reward
 from mgpo_env.highres_vqa import HighResVQAEnv
 from mgpo_env.image_store import DEFAULT_CACHE_BYTES, ImageStore
-from mgpo_env.sample import Sample
-from mgpo_env.datasets import resolve_dataset
+from mgpo_datasets.sample import Sample
+from mgpo_datasets.registry import resolve_dataset
 from mgpo_env.templates import FRAME_DESCRIPTIONS, format_options
 
 __all__ = [
@@ -112,7 +112,7 @@ class HighResVQAToolEnv:
     """One TRL rollout: the sample's image in the prompt, and a ``crop`` tool (see the module docstring).
 
     Args:
-        dataset: a loaded sequence of :class:`~mgpo_env.sample.Sample` (shared by all rollouts) or a dataset spec.
+        dataset: a loaded sequence of :class:`~mgpo_datasets.sample.Sample` (shared by all rollouts) or a dataset spec.
         max_crops: how many valid or invalid ``crop`` calls a rollout may make.
         image_store: a shared decoded-image cache (``None``: a private one).
         **env_kwargs: passed to :class:`~mgpo_env.highres_vqa.HighResVQAEnv`

@@ -62,8 +62,9 @@ from mgpo_env.box_parser import format_box, parse_box  # noqa: E402
 from mgpo_env.geometry import IntBox, Size, to_pixel_box, to_view_pixels, validate_box, view_to_original  # noqa: E402
 from mgpo_env.grading import grade  # noqa: E402
 from mgpo_env.image_budget import ImageBudget, resize_region  # noqa: E402
-from mgpo_env.image_store import ImageStore, decode_image  # noqa: E402
-from mgpo_env.scripted_policies import RandomPolicy  # noqa: E402
+from mgpo_datasets.image_files import decode_image  # noqa: E402
+from mgpo_env.image_store import ImageStore  # noqa: E402
+from mgpo_tools.scripted_policies import RandomPolicy  # noqa: E402
 
 GROUP = 8
 SIZES: tuple[Size, ...] = ((4000, 3000), (7680, 4320))
@@ -159,7 +160,7 @@ class LogUniformBoxPolicy(RandomPolicy):
 def make_groups(paths: list[Path], size: Size, budget: ImageBudget, seed: int, boxes: str = "uniform") -> list[Group]:
     """Seeded random boxes of varied size, mapped to original pixels once.
 
-    ``uniform``: :class:`~mgpo_env.scripted_policies.RandomPolicy` (each side uniform between
+    ``uniform``: :class:`~mgpo_tools.scripted_policies.RandomPolicy` (each side uniform between
     56 view pixels and the whole view: a crop is a quarter of the image on average).
     ``log-uniform``: sides log-uniform over the same range (median crop ~1/15 of each side's
     range above 56 px), closer to boxes around objects.

@@ -53,7 +53,7 @@ import numpy as np
 import mgpo_env  # noqa: F401  (registers mgpo/HighResVQA-v0)
 from mgpo_env.geometry import box_area, intersection
 from mgpo_env.numeric_wrapper import NumericActionWrapper
-from mgpo_envs.synthetic import COLOUR_PAIRS
+from mgpo_datasets.synthetic import COLOUR_PAIRS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sb3_ppo.md"
 

@@ -1,6 +1,6 @@
 """``mgpo data SPEC``: load a dataset, check it, and summarise it.
 
-The command loads ``SPEC`` (any spec :func:`mgpo_env.datasets.resolve_dataset`
+The command loads ``SPEC`` (any spec :func:`mgpo_datasets.resolve_dataset`
 accepts, e.g. ``vstar:/data/vstar_bench``) with ``on_error="skip"`` so that every
 bad row is found, not just the first, then prints:
 
@@ -34,8 +34,6 @@ From Python: ``summary = check_dataset("jsonl:data/train.jsonl", check_images=Tr
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import statistics
 import time
@@ -43,11 +41,11 @@ import warnings
 from collections import Counter
 from typing import Any, Optional, Sequence
 
-from mgpo_env.datasets import DATASET_LOADERS, resolve_dataset
-from mgpo_env.image_store import ImageLoadError, decode_image, image_size
-from mgpo_env.sample import DataError, Sample
+from .sample import DataError, Sample
 
 from .dataset_base import DataWarning, EmptyDatasetError
+from .image_files import ImageLoadError, decode_image, image_size
+from .registry import dataset_entry, resolve_dataset
 
 DEFAULT_MAX_BAD = 20
 # A box may end on the image border; allow rounding in annotations.
@@ -98,18 +96,11 @@ def parse_options(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _accepts_on_error(spec: str) -> bool:
-    """Whether the loader for ``spec`` takes ``on_error`` (the synthetic task may not)."""
-    name = spec.partition(":")[0]
-    target = DATASET_LOADERS.get(name)
-    if target is None:
-        return False
-    module_name, function_name = target.split(":")
+    """Whether the loader for ``spec`` takes ``on_error`` (the synthetic task does not)."""
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-        parameters = inspect.signature(function).parameters
-    except (ImportError, AttributeError, TypeError, ValueError):
+        return dataset_entry(spec).accepts_on_error
+    except ValueError:
         return False
-    return "on_error" in parameters
 
 
 def check_dataset(
@@ -232,7 +223,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Stand-alone entry point: ``python -m mgpo_envs.data_check SPEC``."""
+    """Stand-alone entry point: ``python -m mgpo_datasets.data_check SPEC``."""
     parser = argparse.ArgumentParser(prog="mgpo data", description=__doc__.split("\n\n")[0] if __doc__ else None)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,14 +1,14 @@
 """What every dataset loader shares: the loaded sequence, bad-row handling, image refs.
 
-Each loader in :mod:`mgpo_envs` (V* Bench, MME-RealWorld, HR-Bench, JSONL, Hugging
-Face) reads its files once, turns every row into a :class:`~mgpo_env.sample.Sample`
+Each loader in :mod:`mgpo_datasets` (V* Bench, MME-RealWorld, HR-Bench, JSONL, Hugging
+Face) reads its files once, turns every row into a :class:`~mgpo_datasets.sample.Sample`
 and returns a :class:`LoadedDataset`. Images are never decoded at load time: a
 sample's ``image`` is a small callable (:class:`FileImage`, or the loader's own)
 that opens the image when an episode needs it.
 
 Bad rows. Every loader takes ``on_error``:
 
-* ``"raise"`` (the default): the first bad row raises :class:`~mgpo_env.sample.DataError`
+* ``"raise"`` (the default): the first bad row raises :class:`~mgpo_datasets.sample.DataError`
   whose message names the file, the row (line number, record index or question
   id) and the problem;
 * ``"skip"``: bad rows are dropped and recorded in :attr:`LoadedDataset.skipped` as
@@ -18,7 +18,7 @@ Bad rows. Every loader takes ``on_error``:
 Problems with the file itself (missing, not JSON, no header) always raise.
 
 Example:
-    >>> from mgpo_env.sample import Sample
+    >>> from .sample import Sample
     >>> collector = RowCollector("demo.jsonl", on_error="skip", spec="jsonl:demo.jsonl")
     >>> kept = collector.add("demo.jsonl, line 1", lambda: Sample("a", b"", "Q?", "B", ("x", "y")))
     >>> collector.add("demo.jsonl, line 2", lambda: Sample("b", b"", "Q?", "C", ("x", "y")))
@@ -43,9 +43,8 @@ from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union, 
 
 from PIL import Image, UnidentifiedImageError
 
-from mgpo_env.geometry import Box, xywh_to_xyxy
-from mgpo_env.image_store import ImageLoadError, resolve_inside
-from mgpo_env.sample import DataError, Sample
+from .image_files import ImageLoadError, resolve_inside
+from .sample import Box, DataError, Sample
 
 OnError = Literal["raise", "skip"]
 ON_ERROR_CHOICES: tuple[str, ...] = ("raise", "skip")
@@ -74,7 +73,7 @@ def check_on_error(on_error: str) -> None:
 
 
 class LoadedDataset(Sequence[Sample]):
-    """A sequence of :class:`~mgpo_env.sample.Sample` as a loader returns it.
+    """A sequence of :class:`~mgpo_datasets.sample.Sample` as a loader returns it.
 
     It either holds the samples (the usual case: a ``Sample`` is small because its
     image is only a reference) or builds them on demand from ``build(index)``
@@ -259,8 +258,8 @@ class FileImage:
 
     It is the ``image`` of samples whose images are files. Calling it returns
     ``PIL.Image.open(path)`` (lazy: only the header is read until ``.load()``),
-    so :func:`~mgpo_env.image_store.image_size` reads headers only and
-    :func:`~mgpo_env.image_store.decode_image` decodes fully. ``decode_image``
+    so :func:`~mgpo_datasets.image_files.image_size` reads headers only and
+    :func:`~mgpo_datasets.image_files.decode_image` decodes fully. ``decode_image``
     describes a callable reference as ``"image from " + ref.__qualname__``; we set
     ``__qualname__`` to the file and row, so a truncated JPEG reports e.g.
     ``image from file '/data/a.jpg' (test_questions.jsonl, line 3): image file is truncated``.
@@ -406,7 +405,7 @@ def parse_boxes(value: Any, box_format: Literal["xyxy", "xywh"] = "xyxy") -> tup
     """Boxes from one box ``[a, b, c, d]`` or a list of them, as ``(x1, y1, x2, y2)``.
 
     ``box_format="xywh"`` converts ``[x, y, w, h]`` with
-    :func:`~mgpo_env.geometry.xywh_to_xyxy`. ``None`` or ``[]`` give no boxes.
+    :func:`xywh_to_xyxy`. ``None`` or ``[]`` give no boxes.
 
     Example:
         >>> parse_boxes([10, 20, 30, 40], "xywh")
@@ -444,3 +443,9 @@ def optional_str(value: Any) -> Optional[str]:
 def display_path(path: Union[str, Path]) -> str:
     """A path as messages show it (as given; absolute paths stay absolute)."""
     return os.fspath(path)
+
+
+def xywh_to_xyxy(box: Sequence[float]) -> Box:
+    """Convert ``(x, y, width, height)`` (V* Bench, COCO) to ``(x1, y1, x2, y2)``."""
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, x + w, y + h)

@@ -54,8 +54,8 @@ from typing import Any, Optional, Union
 
 from PIL import Image, UnidentifiedImageError
 
-from mgpo_env.image_store import ImageLoadError, resolve_inside
-from mgpo_env.sample import DataError, Sample
+from .image_files import ImageLoadError, resolve_inside
+from .sample import DataError, Sample
 
 from .dataset_base import FileImage, LoadedDataset, RowCollector, check_on_error, optional_str, parse_boxes
 
@@ -164,7 +164,7 @@ def load_hf_dataset(
         image_root: folder that relative image paths are resolved under.
         allow_absolute_paths: accept absolute image paths (default: yes for a
             Dataset object, no for a folder read from disk).
-        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_envs.dataset_base`).
+        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_datasets.dataset_base`).
         check_files: when images are path strings, ``stat`` each one at load time.
     """
     check_on_error(on_error)

@@ -43,8 +43,8 @@ from typing import Any, BinaryIO, Iterator, NamedTuple, Optional, Union
 
 from PIL import Image, UnidentifiedImageError
 
-from mgpo_env.image_store import ImageLoadError
-from mgpo_env.sample import DataError, Sample
+from .image_files import ImageLoadError
+from .sample import DataError, Sample
 
 from .dataset_base import LoadedDataset, RowCollector, check_on_error, optional_str, parse_answer_letter
 
@@ -292,7 +292,7 @@ def load_hr_bench(tsv_file: Union[str, Path], *, on_error: str = "raise") -> Loa
 
     Args:
         tsv_file: ``hr_bench_4k.tsv`` or ``hr_bench_8k.tsv`` (any TSV with those columns).
-        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_envs.dataset_base`).
+        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_datasets.dataset_base`).
     """
     check_on_error(on_error)
     path = Path(tsv_file)

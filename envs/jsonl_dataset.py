@@ -40,7 +40,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from mgpo_env.sample import DataError, Sample
+from .sample import DataError, Sample
 
 from .dataset_base import FileImage, LoadedDataset, RowCollector, check_on_error, optional_str, parse_boxes, resolve_image_path
 
@@ -58,7 +58,7 @@ def load_jsonl(
 
     Args:
         file: the ``.jsonl`` file.
-        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_envs.dataset_base`).
+        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_datasets.dataset_base`).
         image_root: the folder image paths are relative to (default: the file's folder).
         check_files: ``stat`` every image at load time so a missing one fails now.
     """

@@ -36,7 +36,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from mgpo_env.sample import DataError, Sample
+from .sample import DataError, Sample
 
 from .dataset_base import (
     FileImage,
@@ -67,7 +67,7 @@ def load_mme_realworld(
     Args:
         json_file: the JSON file (a list of records).
         image_root: the folder ``Image`` paths are relative to (default: the JSON file's folder).
-        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_envs.dataset_base`).
+        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_datasets.dataset_base`).
         category_from: which fields make ``Sample.category`` (one of :data:`CATEGORY_FROM`).
         check_files: ``stat`` every image at load time so a missing one fails now.
     """

@@ -45,13 +45,15 @@ from __future__ import annotations
 import math
 import string
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mgpo_env.image_budget import ImageBudget
-from mgpo_env.sample import Sample
+from .sample import Sample
+
+if TYPE_CHECKING:  # the environment builds on this package, not the other way round
+    from mgpo_env.image_budget import ImageBudget
 
 QUESTION_TYPES = ("colour", "glyph", "shape", "relative_position")
 
@@ -201,7 +203,7 @@ class SyntheticTask(Sequence[Sample]):
             x = int(rng.integers(margin, width - size[0] - margin)) // self.grid * self.grid
             y = int(rng.integers(margin, height - size[1] - margin)) // self.grid * self.grid
             box = (x, y, x + size[0], y + size[1])
-            if all(not _overlap(box, other, margin) for other in taken):
+            if all(not overlaps(box, other, margin) for other in taken):
                 return x, y
         return x, y  # crowded canvas: accept an overlap rather than loop forever
 
@@ -258,8 +260,11 @@ class SyntheticTask(Sequence[Sample]):
         return question, tuple(choices), string.ascii_uppercase[choices.index(layout.answer_value)]
 
     # -------------------------------------------------------------- describe
-    def describe_scales(self, budget: ImageBudget = ImageBudget()) -> dict[str, Any]:
-        """Sizes of the target in the original, in the shrunk view, and in the tightest valid crop."""
+    def describe_scales(self, budget: "ImageBudget") -> dict[str, Any]:
+        """Sizes of the target in the original, in the shrunk view, and in the tightest valid crop.
+
+        ``budget`` is the environment's pixel budget, e.g. ``mgpo_env.ImageBudget()`` (the defaults).
+        """
         view = budget.view_size(self.canvas_size)
         factor = self.canvas_size[0] / view[0]
         smallest_crop = budget.factor * factor  # a box of the minimum valid side, in original pixels
@@ -291,7 +296,7 @@ def generated_index(dataset: Sequence[Any], index: int) -> int:
     return index % size
 
 
-def _overlap(a: Sequence[int], b: Sequence[int], margin: int) -> bool:
+def overlaps(a: Sequence[int], b: Sequence[int], margin: int) -> bool:
     return not (a[2] + margin <= b[0] or b[2] + margin <= a[0] or a[3] + margin <= b[1] or b[3] + margin <= a[1])
 
 
@@ -319,7 +324,7 @@ def render_layout(task: SyntheticTask, layout: _Layout) -> Image.Image:
     _draw_clutter(task, draw, rng, keep_out)
     if layout.kind == "relative_position":
         for box, shape in zip(layout.boxes, layout.shapes):
-            _draw_shape(draw, _center(box), task.shape_size, shape, PAIR_COLOR)
+            draw_shape(draw, _center(box), task.shape_size, shape, PAIR_COLOR)
         return image
     box = layout.boxes[0]
     _draw_frame(draw, box, task.grid)
@@ -331,7 +336,7 @@ def render_layout(task: SyntheticTask, layout: _Layout) -> Image.Image:
         _draw_glyph(draw, _center(box), GLYPHS[layout.answer_value], task.glyph_cell, GLYPH_COLOR)
     else:
         draw.rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(255, 255, 255))
-        _draw_shape(draw, _center(box), task.shape_size, layout.answer_value, SHAPE_COLOR)
+        draw_shape(draw, _center(box), task.shape_size, layout.answer_value, SHAPE_COLOR)
     return image
 
 
@@ -360,7 +365,7 @@ def _draw_glyph(draw: ImageDraw.ImageDraw, center: tuple[float, float], rows: Se
                 draw.rectangle([left + c * cell, top + r * cell, left + (c + 1) * cell - 1, top + (r + 1) * cell - 1], fill=color)
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, center: tuple[float, float], size: int, shape: str, color: tuple[int, int, int]) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, center: tuple[float, float], size: int, shape: str, color: tuple[int, int, int]) -> None:
     cx, cy = center
     h = size / 2
     if shape == "circle":
@@ -393,7 +398,7 @@ def _draw_clutter(task: SyntheticTask, draw: ImageDraw.ImageDraw, rng: np.random
         x = int(rng.integers(0, width - size))
         y = int(rng.integers(0, height - size))
         box = (x, y, x + size, y + size)
-        if any(_overlap(box, zone, 0) for zone in keep_out):
+        if any(overlaps(box, zone, 0) for zone in keep_out):
             continue
         # Never black (the frame's colour) nor magenta (the relative-position pair).
         color = tuple(int(v) for v in rng.integers(40, 230, size=3))
@@ -402,7 +407,7 @@ def _draw_clutter(task: SyntheticTask, draw: ImageDraw.ImageDraw, rng: np.random
         elif kind < 0.5:
             draw.ellipse([x, y, x + size - 1, y + size - 1], fill=color)
         elif kind < 0.8:
-            _draw_shape(draw, (x + size / 2, y + size / 2), size, SHAPES[int(rng.integers(len(SHAPES)))], color)
+            draw_shape(draw, (x + size / 2, y + size / 2), size, SHAPES[int(rng.integers(len(SHAPES)))], color)
         else:
             letter = list(GLYPHS)[int(rng.integers(len(GLYPHS)))]
             _draw_glyph(draw, (x + size / 2, y + size / 2), GLYPHS[letter], max(1, task.glyph_cell), color)

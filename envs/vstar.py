@@ -41,8 +41,8 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Union
 
-from mgpo_env.image_store import resolve_inside
-from mgpo_env.sample import DataError, Sample
+from .image_files import resolve_inside
+from .sample import DataError, Sample
 
 from .dataset_base import (
     FileImage,
@@ -73,7 +73,7 @@ def load_vstar(
 
     Args:
         directory: the folder holding ``direct_attributes/`` and ``relative_position/``.
-        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_envs.dataset_base`).
+        on_error: ``"raise"`` or ``"skip"`` bad rows (see :mod:`mgpo_datasets.dataset_base`).
         shuffle_choices_seed: permute each sample's options deterministically
             (``None``: keep the source order; in the per-image-JSON fallback the
             correct answer is then always "A").

@@ -10,20 +10,22 @@ Importing the package registers ``mgpo/HighResVQA-v0``::
 ``gym.make("mgpo_env:mgpo/HighResVQA-v0")`` imports the package itself.
 The box parser, the coordinate mapping and the grader are plain functions,
 usable without an environment: see :mod:`mgpo_env.box_parser`,
-:mod:`mgpo_env.geometry` and :mod:`mgpo_env.grading`.
+:mod:`mgpo_env.geometry` and :mod:`mgpo_env.grading`. Datasets and tasks come
+from :mod:`mgpo_datasets`; this package imports neither torch nor the trainer.
 """
 
 from gymnasium.envs.registration import register, registry
+
+from mgpo_datasets import DataError, Sample
 
 from .box_parser import ParsedBox, format_box, parse_box, parse_boxes
 from .geometry import BoxPolicy, iou, to_view_pixels, validate_box, view_to_original
 from .grading import GradeResult, answer_reward, extract_answer_text, extract_boxed, grade
 from .highres_vqa import EpisodeFinishedError, HighResVQAEnv, InvalidActionError
 from .image_budget import ImageBudget, fit_size, resize_to_budget
-from .sample import DataError, Sample
-from .templates import PromptTemplates
 from .cropping import crop_to_view
 from .numeric_wrapper import NumericActionWrapper
+from .templates import PromptTemplates
 from .vector import make_vector_env
 
 __version__ = "0.1.0"

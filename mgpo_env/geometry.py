@@ -175,21 +175,3 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
 def contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
     """Whether ``outer`` covers ``inner`` entirely (a grounding *hit*)."""
     return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
-
-
-def union_box(boxes: Sequence[Sequence[float]]) -> Box:
-    """The smallest box that covers every box in ``boxes`` (which must not be empty)."""
-    if not boxes:
-        raise ValueError("union_box needs at least one box")
-    return (
-        float(min(b[0] for b in boxes)),
-        float(min(b[1] for b in boxes)),
-        float(max(b[2] for b in boxes)),
-        float(max(b[3] for b in boxes)),
-    )
-
-
-def xywh_to_xyxy(box: Sequence[float]) -> Box:
-    """Convert ``(x, y, width, height)`` (V* Bench, COCO) to ``(x1, y1, x2, y2)``."""
-    x, y, w, h = (float(v) for v in box)
-    return (x, y, x + w, y + h)

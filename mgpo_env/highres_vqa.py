@@ -53,8 +53,10 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image
 
+from mgpo_datasets.registry import resolve_dataset
+from mgpo_datasets.sample import Sample, find_sample
+
 from .box_parser import parse_box
-from .datasets import resolve_dataset
 from .geometry import (
     BOX_FRAMES,
     Box,
@@ -70,7 +72,6 @@ from .grading import extract_boxed, grade
 from .image_budget import ImageBudget, resize_image, resize_region
 from .image_store import DEFAULT_CACHE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageStore
 from .rendering import INVALID_COLOR, PREDICTED_COLOR, TARGET_COLOR, LabelledBox, draw_boxes
-from .sample import Sample, find_sample
 from .spaces import AnyText
 from .templates import PromptTemplates
 
@@ -124,8 +125,8 @@ class HighResVQAEnv(gym.Env[dict, str]):
 
     Args:
         dataset: ``"synthetic"`` (default), a spec such as ``"vstar:/data/vstar"``,
-            a ``datasets.Dataset`` or a sequence of :class:`~mgpo_env.sample.Sample`
-            (see :mod:`mgpo_env.datasets`).
+            a ``datasets.Dataset`` or a sequence of :class:`~mgpo_datasets.sample.Sample`
+            (see :mod:`mgpo_datasets.registry`).
         dataset_kwargs: keyword arguments for the dataset loader (e.g. the synthetic
             task's ``canvas_size``).
         protocol: ``"two_turn"`` (published MGPO), ``"free"`` or ``"single_turn"`` (GRPO baseline).

@@ -1,7 +1,15 @@
 """Shared fixtures: small, fast settings of the built-in task."""
 
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
+
+# The experiments under benchmarks/ are not installed; their tests import them as users would run them.
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
 
 try:  # tiny models: one thread is much faster than two fighting over busy cores
     import torch

@@ -23,11 +23,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 import mgpo_env  # noqa: F401  (registers mgpo/HighResVQA-v0)
-from mgpo_env.datasets import resolve_dataset
-from mgpo_env.image_store import ImageLoadError, decode_image, image_size
-from mgpo_env.sample import DataError, Sample
-from mgpo_envs import data_check, hr_bench
-from mgpo_envs.dataset_base import (
+from mgpo_datasets.registry import resolve_dataset
+from mgpo_datasets.image_files import ImageLoadError, decode_image, image_size
+from mgpo_datasets.sample import DataError, Sample
+from mgpo_datasets import data_check, hr_bench
+from mgpo_datasets.dataset_base import (
     DataWarning,
     EmptyDatasetError,
     FileImage,
@@ -38,11 +38,11 @@ from mgpo_envs.dataset_base import (
     split_question_and_options,
     strip_option_prefix,
 )
-from mgpo_envs.hf_dataset import load_hf_dataset
-from mgpo_envs.hr_bench import load_hr_bench
-from mgpo_envs.jsonl_dataset import load_jsonl
-from mgpo_envs.mme_realworld import load_mme_realworld
-from mgpo_envs.vstar import load_vstar
+from mgpo_datasets.hf_dataset import load_hf_dataset
+from mgpo_datasets.hr_bench import load_hr_bench
+from mgpo_datasets.jsonl_dataset import load_jsonl
+from mgpo_datasets.mme_realworld import load_mme_realworld
+from mgpo_datasets.vstar import load_vstar
 
 # ---------------------------------------------------------------------------
 # fixture builders

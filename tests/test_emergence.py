@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import mgpo_agents.emergence as E
-from mgpo_agents.qwen_processor import load_processor
+import emergence.experiment as E
+from emergence.position_code import load_task_processor as load_processor
 from mgpo_env.geometry import contains
-from mgpo_envs.synthetic import SyntheticTask
+from mgpo_datasets.synthetic import SyntheticTask
 
 
 def test_the_answer_is_invisible_in_the_view_and_plain_in_the_cell_crop():
@@ -99,7 +99,7 @@ def test_results_table_reports_mean_and_sample_std():
 def test_the_committed_warmstart_checkpoint_loads_and_writes_the_format():
     checkpoint = E.COMMITTED_CHECKPOINT
     assert (checkpoint / "model.safetensors").stat().st_size < 10 * 2**20
-    model, processor = E.load_model(checkpoint), E.load_processor(checkpoint)
+    model, processor = E.load_model(checkpoint), E.load_task_processor(checkpoint)
     task = SyntheticTask(8, seed=E.EVAL_SEED, **E.TASK_KWARGS)
     episodes = []
     summary = E.greedy_evaluation(model, processor, lambda: E.make_env(task), range(8), on_episode_end=lambda env, t: episodes.append(t))
@@ -116,7 +116,7 @@ def test_the_committed_warmstart_checkpoint_loads_and_writes_the_format():
 
 @pytest.mark.parametrize("level", ["bootstrap", "general"])
 def test_both_grounding_levels_never_show_the_marker_and_their_cell_box_holds_the_object(level):
-    from mgpo_envs.grounding_task import GroundingTask
+    from emergence.grounding_task import GroundingTask
 
     kwargs = E.GROUNDING_BOOTSTRAP_KWARGS if level == "bootstrap" else E.GROUNDING_KWARGS
     task = GroundingTask(10, seed=9, **kwargs)
@@ -180,7 +180,7 @@ def test_boxed_object_names_the_object_a_box_holds():
 @given(st.integers(0, 10_000))
 @settings(max_examples=25, deadline=None)
 def test_the_cell_box_of_each_named_object_is_classified_as_that_object(index):
-    from mgpo_envs.grounding_task import GroundingTask
+    from emergence.grounding_task import GroundingTask
 
     task = GroundingTask(10_001, seed=5, **E.GROUNDING_KWARGS)
     sample = task[index]
@@ -194,9 +194,9 @@ def test_the_cell_box_of_each_named_object_is_classified_as_that_object(index):
 
 
 def test_grounding_choices_agree_with_the_evaluations_hit_rate_and_its_crop_boxes():
-    from mgpo_envs.grounding_task import GroundingTask
+    from emergence.grounding_task import GroundingTask
 
-    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_processor(E.COMMITTED_CHECKPOINT)
+    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_task_processor(E.COMMITTED_CHECKPOINT)
     task = GroundingTask(12, seed=E.GROUNDING_EVAL_SEED, **E.GROUNDING_KWARGS)
     choices = E.grounding_choices(model, processor, task, range(12))
     assert choices["asked"] + choices["other"] + choices["neither"] == 12
@@ -215,7 +215,7 @@ def test_grounding_choices_agree_with_the_evaluations_hit_rate_and_its_crop_boxe
 
 
 def test_gate_metrics_with_diagnostics_keep_the_gate_figures():
-    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_processor(E.COMMITTED_CHECKPOINT)
+    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_task_processor(E.COMMITTED_CHECKPOINT)
     plain = E.gate_metrics(model, processor, 6)
     full = E.gate_metrics(model, processor, 6, diagnostics=True)
     assert set(plain) == {"reading_accuracy", "grounding_hit_rate", "choice_hit_rate"}
@@ -289,7 +289,7 @@ def test_turn1_cell_probabilities_match_a_full_forward_pass_of_each_box():
     from mgpo_agents.supervised import scripted_trajectory
     from mgpo_agents.trajectory import ConversationTokenizer, model_inputs
 
-    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_processor(E.COMMITTED_CHECKPOINT)
+    model, processor = E.load_model(E.COMMITTED_CHECKPOINT), E.load_task_processor(E.COMMITTED_CHECKPOINT)
     task = SyntheticTask(3, seed=E.EVAL_SEED, **E.TASK_KWARGS)
     probabilities = E.turn1_cell_probabilities(model, processor, task, [0, 2])
     tokens, env = ConversationTokenizer(processor), E.make_env(task)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import mgpo_env  # noqa: F401  (registers the environment)
-from mgpo_env.episode_store import (
+import mgpo_tools.episode_store
+from mgpo_tools.episode_store import (
     EPISODES_FILE,
     EpisodeStore,
     RecordEpisodes,
@@ -21,7 +22,7 @@ from mgpo_env.episode_store import (
     play_episodes,
     record_from_env,
 )
-from mgpo_env.scripted_policies import OracleBoxPolicy, RandomPolicy
+from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 TASK = {"num_samples": 6, "canvas_size": 1024}
 SMALL_BUDGET = {"max_pixels": 256 * 28 * 28, "min_pixels": 64 * 28 * 28}  # small views: fast PNG encoding
@@ -245,7 +246,7 @@ def test_add_refuses_a_record_whose_pixels_are_gone(store):
 
 
 def test_store_docstring_describes_the_layout():
-    doc = mgpo_env.episode_store.__doc__
+    doc = mgpo_tools.episode_store.__doc__
     for name in ("episodes.jsonl", "images/", "store.json", "sha256", "thumbnail", "fsync"):
         assert name.lower() in doc.lower()
 

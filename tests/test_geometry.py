@@ -16,7 +16,6 @@ from mgpo_env.geometry import (
     to_view_pixels,
     validate_box,
     view_to_original,
-    xywh_to_xyxy,
 )
 
 sizes = st.tuples(st.integers(28, 4000), st.integers(28, 4000))
@@ -94,8 +93,7 @@ def test_policy_rejects_nonsense_settings():
         BoxPolicy(min_side=-1)
 
 
-def test_iou_contains_and_xywh():
+def test_iou_and_contains():
     assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
     assert contains((0, 0, 10, 10), (2, 2, 8, 8)) and not contains((0, 0, 10, 10), (2, 2, 11, 8))
-    assert xywh_to_xyxy((10, 20, 30, 40)) == (10.0, 20.0, 40.0, 60.0)

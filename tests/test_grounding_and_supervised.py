@@ -10,15 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import emergence  # noqa: F401  (registers the "grounding" dataset)
 import mgpo_env  # noqa: F401
-from mgpo_agents.qwen_processor import PositionCodedImageProcessor, load_model, load_processor, position_code_features
-from mgpo_agents.rollout import ForcedReplies, RolloutEngine
+from emergence.forced_replies import ForcedReplies
+from emergence.grounding_task import NAMED_COLOURS, GroundingTask
+from emergence.position_code import PositionCodedImageProcessor, load_task_processor, position_code_features
+from mgpo_agents.qwen_processor import load_model, load_processor
+from mgpo_agents.rollout import RolloutEngine
 from mgpo_agents.supervised import fit, reply_ids, scripted_trajectory
 from mgpo_agents.tiny_model import QWEN25VL_IMAGE_SETTINGS, build_tiny_qwen25vl
 from mgpo_agents.trajectory import ConversationTokenizer, template_drift
 from mgpo_env.templates import PromptTemplates
-from mgpo_envs.grounding_task import NAMED_COLOURS, GroundingTask
-from mgpo_envs.synthetic import COLOUR_PAIRS, SyntheticTask
+from mgpo_datasets.synthetic import COLOUR_PAIRS, SyntheticTask
 
 CELL_TASK = dict(canvas_size=1792, target_size=128, grid=8, checker_square=4, clutter=10, cells=4, question_types=["colour"], shuffle_choices=False)
 
@@ -108,13 +111,13 @@ def test_position_code_survives_save_and_load(tmp_path):
     processor.image_processor = PositionCodedImageProcessor(position_code=2.0, **QWEN25VL_IMAGE_SETTINGS)
     processor.save_pretrained(path)
     processor.image_processor.save_pretrained(path)
-    again = load_processor(path)
+    again = load_task_processor(path)
     assert isinstance(again.image_processor, PositionCodedImageProcessor) and again.image_processor.position_code == 2.0
     # A trainer checkpoint saves the processor alone (no preprocessor_config.json): the code must survive that too.
     checkpoint = tmp_path / "checkpoint"
     again.save_pretrained(checkpoint)
     assert not (checkpoint / "preprocessor_config.json").exists()
-    reloaded = load_processor(checkpoint)
+    reloaded = load_task_processor(checkpoint)
     assert isinstance(reloaded.image_processor, PositionCodedImageProcessor) and reloaded.image_processor.position_code == 2.0
 
 

@@ -8,7 +8,8 @@ from PIL import Image, ImageDraw
 import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_env import Sample
 from mgpo_env.image_budget import ImageBudget, resize_image, resize_region, resize_to_budget
-from mgpo_env.image_store import ImageLoadError, ImageStore, decode_image
+from mgpo_datasets.image_files import ImageLoadError, decode_image
+from mgpo_env.image_store import ImageStore
 
 SMALL_BUDGET = ImageBudget(min_pixels=64 * 28 * 28, max_pixels=256 * 28 * 28)  # views of ~450x340
 

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 import mgpo_env  # noqa: F401  (registers the environment)
-from mgpo_env.cli import main as cli_main
-from mgpo_env.episode_store import EpisodeStore, record_from_env
+from mgpo_agents.cli import main as cli_main
+from mgpo_tools.episode_store import EpisodeStore, record_from_env
 from mgpo_env.rendering import PREDICTED_COLOR
-from mgpo_env.report import ReportOptions, annotated_original, build_report, metric_series, read_metrics
-from mgpo_env.scripted_policies import OracleBoxPolicy, RandomPolicy
+from mgpo_tools.report import ReportOptions, annotated_original, build_report, metric_series, read_metrics
+from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 TASK = {"num_samples": 20, "canvas_size": 1024}
 # The run's metrics.jsonl ends in a torn line on purpose (the `run` fixture checks the warning).

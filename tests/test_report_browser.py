@@ -20,9 +20,9 @@ import gymnasium as gym
 import pytest
 
 import mgpo_env  # noqa: F401  (registers the environment)
-from mgpo_env.episode_store import EpisodeStore, play_episodes
-from mgpo_env.report import CHROMIUM_FLAGS, ReportOptions, build_report
-from mgpo_env.scripted_policies import OracleBoxPolicy, RandomPolicy
+from mgpo_tools.episode_store import EpisodeStore, play_episodes
+from mgpo_tools.report import CHROMIUM_FLAGS, ReportOptions, build_report
+from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 pytestmark = pytest.mark.browser
 

@@ -16,7 +16,7 @@ import pytest
 import mgpo_env  # noqa: F401
 from mgpo_env.box_parser import parse_box
 from mgpo_env.numeric_wrapper import NumericActionWrapper
-from mgpo_envs.synthetic import COLOUR_PAIRS
+from mgpo_datasets.synthetic import COLOUR_PAIRS
 
 pytest.importorskip("stable_baselines3")
 from stable_baselines3.common.env_checker import check_env  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mgpo_env.image_budget import ImageBudget, resize_to_budget
-from mgpo_envs.synthetic import COLOUR_PAIRS, GLYPHS, SyntheticTask, render_layout
+from mgpo_datasets.synthetic import COLOUR_PAIRS, GLYPHS, SyntheticTask, render_layout
 
 
 def test_samples_are_deterministic_and_depend_on_the_seed():
@@ -84,7 +84,7 @@ def test_glyphs_are_a_smudge_in_the_view_but_readable_in_a_crop():
 
 
 def test_describe_scales_reports_the_view_factor():
-    scales = SyntheticTask().describe_scales()
+    scales = SyntheticTask().describe_scales(ImageBudget())
     assert scales["view"] == (980, 980) and scales["view_downsampling"] == 4.0
     assert scales["checker_hidden_in_view"] is True
     assert scales["checker_square_px"]["view"] == 0.5 and scales["checker_square_px"]["tight_crop"] >= 8

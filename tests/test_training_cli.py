@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mgpo_env.cli import main  # noqa: E402
+from mgpo_agents.cli import main  # noqa: E402
 
 FAST = [
     "--dataset-kwargs", '{"num_samples": 8, "canvas_size": 1024, "target_size": 64, "clutter": 10}',
@@ -24,7 +24,7 @@ def test_train_then_resume_then_eval_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--preset", "tiny-cpu", "--steps", "1", "--output", str(out), "--no-progress", "--save-rollouts-every", "1", *FAST]) == 0
     # The stored rollouts and the metrics make a report.
-    from mgpo_env.episode_store import EpisodeStore
+    from mgpo_tools.episode_store import EpisodeStore
 
     assert len(list(EpisodeStore(out / "episodes").iter_records())) == 2  # 1 question x 2 rollouts
     assert main(["report", str(out)]) == 0

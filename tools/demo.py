@@ -24,8 +24,9 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .geometry import contains, iou, original_to_view
-from .rendering import TARGET_COLOR, LabelledBox, draw_boxes
+from mgpo_env.geometry import contains, iou, original_to_view
+from mgpo_env.rendering import TARGET_COLOR, LabelledBox, draw_boxes
+
 from .scripted_policies import OracleBoxPolicy, RandomPolicy
 
 

@@ -1,6 +1,6 @@
 """One question about one image: the unit every dataset yields.
 
-A dataset for :class:`~mgpo_env.highres_vqa.HighResVQAEnv` is any sequence of
+A dataset for the environment (:class:`mgpo_env.HighResVQAEnv`) is any sequence of
 :class:`Sample` (``len`` and integer indexing). The image is a *reference*,
 decoded only when an episode needs it:
 
@@ -32,8 +32,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image
 
-from .geometry import Box, union_box
 
+Box = tuple[float, float, float, float]  # (x1, y1, x2, y2) in original pixels
 ImageRef = Union[str, Path, bytes, Callable[[], Image.Image], Image.Image]
 
 
@@ -100,3 +100,15 @@ def find_sample(dataset: Sequence[Sample], sample_id: str) -> int:
         if dataset[i].sample_id == sample_id:
             return i
     raise KeyError(f"no sample with id {sample_id!r} in the dataset ({len(dataset)} samples)")
+
+
+def union_box(boxes: Sequence[Sequence[float]]) -> Box:
+    """The smallest box that covers every box in ``boxes`` (which must not be empty)."""
+    if not boxes:
+        raise ValueError("union_box needs at least one box")
+    return (
+        float(min(b[0] for b in boxes)),
+        float(min(b[1] for b in boxes)),
+        float(max(b[2] for b in boxes)),
+        float(max(b[3] for b in boxes)),
+    )

@@ -31,9 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mgpo_env.sample import Sample
-
-from .synthetic import _draw_shape, _overlap, generated_index
+from mgpo_datasets.sample import Sample
+from mgpo_datasets.synthetic import draw_shape, generated_index, overlaps
 
 # Names and colours of the objects. None is black (the task's frame colour), and the
 # clutter below never uses these exact saturated values.
@@ -150,12 +149,12 @@ class _GroundingRenderer:
         for _ in range(self.task.clutter):
             s = int(rng.integers(16, 49))
             x, y = int(rng.integers(0, size - s)), int(rng.integers(0, size - s))
-            if any(_overlap((x, y, x + s, y + s), zone, 0) for zone in keep_out):
+            if any(overlaps((x, y, x + s, y + s), zone, 0) for zone in keep_out):
                 continue
             muted = tuple(int(v) for v in rng.integers(90, 200, size=3))
-            _draw_shape(draw, (x + s / 2, y + s / 2), s, NAMED_SHAPES[int(rng.integers(len(NAMED_SHAPES)))], muted)
+            draw_shape(draw, (x + s / 2, y + s / 2), s, NAMED_SHAPES[int(rng.integers(len(NAMED_SHAPES)))], muted)
         for o in self.objects:
-            _draw_shape(draw, ((o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2), o.box[2] - o.box[0], o.shape, NAMED_COLOURS[o.colour])
+            draw_shape(draw, ((o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2), o.box[2] - o.box[0], o.shape, NAMED_COLOURS[o.colour])
         return image
 
     def __repr__(self) -> str:

@@ -78,9 +78,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import gymnasium as gym
 from PIL import Image
 
-from .geometry import Box, IntBox, Size
-from .grading import grade
-from .rendering import LabelledBox, draw_boxes
+from mgpo_env.geometry import Box, IntBox, Size
+from mgpo_env.grading import grade
+from mgpo_env.rendering import LabelledBox, draw_boxes
 
 FORMAT_NAME = "mgpo-episodes"
 FORMAT_VERSION = 1

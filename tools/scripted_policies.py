@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from .box_parser import format_box
+from mgpo_env.box_parser import format_box
 
 
 def _answer(info: Mapping[str, Any], rng: np.random.Generator, choices: int) -> str:

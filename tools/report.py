@@ -5,7 +5,7 @@ Inputs, both optional:
 * ``RUN_DIR/metrics.jsonl``: one JSON object per training step; every numeric key
   is plotted against ``step`` (or the line number) with matplotlib, as PNG
   embedded in the page. Unreadable lines are skipped with a warning.
-* ``RUN_DIR/episodes/``: an :class:`~mgpo_env.episode_store.EpisodeStore` (a
+* ``RUN_DIR/episodes/``: an :class:`~mgpo_tools.episode_store.EpisodeStore` (a
   store folder itself may be given as ``RUN_DIR`` too).
 
 The page (default ``RUN_DIR/report.html``) needs no network and no other file:
@@ -48,8 +48,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from PIL import Image
 
+from mgpo_env.rendering import INVALID_COLOR, PREDICTED_COLOR, TARGET_COLOR, draw_boxes
+
 from .episode_store import EPISODES_FILE, EpisodeRecord, EpisodeStore, StoredImage
-from .rendering import INVALID_COLOR, PREDICTED_COLOR, TARGET_COLOR, draw_boxes
 
 # Flags for opening a report in a quiet, offline, throwaway headless chromium (no sync,
 # no update checks, no QUIC probes): used by the browser test and the size benchmark.
@@ -770,7 +771,7 @@ details summary { cursor:pointer; color:#3559b7; }
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
-    """``python -m mgpo_env.report RUN_DIR`` (the same as ``mgpo report RUN_DIR``)."""
+    """``python -m mgpo_tools.report RUN_DIR`` (the same as ``mgpo report RUN_DIR``)."""
     parser = argparse.ArgumentParser(prog="mgpo report", description=(__doc__ or "").splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(None if argv is None else list(argv)))

@@ -8,7 +8,7 @@ Qwen2.5-VL on the synthetic task, in stages that each end with a measured gate:
    *reading*: answer the task's question from a crop that contains the target
    (the turn-1 box the conversation shows is a random cell, so no training text
    pairs the target's position with anything); *generic grounding*: box a named
-   object (:class:`mgpo_envs.grounding_task.GroundingTask`: no black frame, no
+   object (:class:`grounding_task.GroundingTask`: no black frame, no
    checkered patch). Grounding comes first, alone, on one large uncluttered
    object (stage 1a, *bootstrap*): a tiny transformer learns "where" only after
    a plateau of a few hundred steps, and the plateau ends sooner and more surely
@@ -57,10 +57,13 @@ import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_env.geometry import contains
 from mgpo_env.image_store import ImageStore
 
-from .qwen_processor import PositionCodedImageProcessor, load_model, load_processor
-from .rollout import ForcedReplies, RolloutEngine
-from .supervised import fit, reply_ids, scripted_trajectory
-from .trajectory import ConversationTokenizer, Trajectory
+from mgpo_agents.qwen_processor import load_model
+from mgpo_agents.rollout import RolloutEngine
+from mgpo_agents.supervised import fit, reply_ids, scripted_trajectory
+from mgpo_agents.trajectory import ConversationTokenizer, Trajectory
+
+from .forced_replies import ForcedReplies
+from .position_code import PositionCodedImageProcessor, load_task_processor
 
 # ----------------------------------------------------------------- the task
 CANVAS = 896  # original pixels; the view is 224 (4x smaller), a crop of one cell 224 (2x smaller)
@@ -100,8 +103,8 @@ ENV_KWARGS: dict[str, Any] = dict(templates=TEMPLATES, image_after_text=True)
 # The longest reply, "[112,112,224,224]", is 17 tokens plus the end-of-turn token: leave room.
 MAX_NEW_TOKENS = 24
 
-# The checkout this module lies in (agents/ is the mgpo_agents package): committed checkpoints and results live here.
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+# The checkout this experiment lies in (benchmarks/emergence/): committed checkpoints and results live here.
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 # Torch threads of each RL run, evaluation and gate measurement: runs go in parallel lanes, one core each.
 RUN_THREADS = 1
@@ -153,10 +156,10 @@ def answer_text(letter: str) -> str:
 # ------------------------------------------------------------- the model
 def build_base_model(path: Path, seed: int = 0) -> Path:
     """The tiny Qwen2.5-VL of the miniature: 1.7M parameters, random weights."""
-    from .tiny_model import QWEN25VL_IMAGE_SETTINGS, build_tiny_qwen25vl
+    from mgpo_agents.tiny_model import QWEN25VL_IMAGE_SETTINGS, build_tiny_qwen25vl
 
     build_tiny_qwen25vl(path, seed=seed, text_hidden=128, text_layers=3, vision_depth=3, vision_hidden=128, rope_theta=4.0)
-    processor = load_processor(path)
+    processor = load_task_processor(path)
     processor.image_processor = PositionCodedImageProcessor(position_code=POSITION_CODE, **QWEN25VL_IMAGE_SETTINGS)
     processor.save_pretrained(path)
     processor.image_processor.save_pretrained(path)
@@ -173,8 +176,8 @@ class ExampleMaker:
     """Scripted, token-exact training conversations for the supervised stages."""
 
     def __init__(self, processor: Any, task_seed: int = TRAIN_SEED, task_size: int = 4000) -> None:
-        from mgpo_envs.grounding_task import GroundingTask
-        from mgpo_envs.synthetic import SyntheticTask
+        from .grounding_task import GroundingTask
+        from mgpo_datasets.synthetic import SyntheticTask
 
         self.tokens = ConversationTokenizer(processor)
         self.task = SyntheticTask(task_size, seed=task_seed, **TASK_KWARGS)
@@ -240,7 +243,7 @@ def attribute_leak_check(layouts: int = 20) -> dict[str, float]:
     from dataclasses import replace
 
     from mgpo_env.image_budget import ImageBudget, resize_image
-    from mgpo_envs.synthetic import COLOUR_PAIRS, SyntheticTask, render_layout
+    from mgpo_datasets.synthetic import COLOUR_PAIRS, SyntheticTask, render_layout
 
     task = SyntheticTask(layouts, seed=EVAL_SEED + 200, **TASK_KWARGS)
     budget = ImageBudget(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
@@ -273,7 +276,7 @@ def greedy_evaluation(
 
     ``forced_first(sample_index)`` makes turn 1 say the given text (an oracle box, for diagnostics).
     """
-    from .evaluation import evaluate
+    from mgpo_agents.evaluation import evaluate
 
     tokens = ConversationTokenizer(processor)
     forcing = None
@@ -359,7 +362,7 @@ def turn1_cell_probabilities(model: Any, processor: Any, task: Any, indices: Seq
     Each cell's box text is scored as the model would generate it (its ids and the
     end-of-turn token); a row sums to the mass the model puts on the cell boxes.
     """
-    from .mgpo_loss import pack, token_logprobs
+    from mgpo_agents.mgpo_loss import pack, token_logprobs
 
     tokens = ConversationTokenizer(processor)
     env = make_env(task)
@@ -421,7 +424,7 @@ def task_box_tilt(model: Any, processor: Any, task: Any, indices: Sequence[int])
 def gate_sets(questions: int) -> tuple[Any, Any]:
     """The gates' held-out questions: task questions (not the RL evaluation set) and generic grounding ones
     (:func:`one_object_set`)."""
-    from mgpo_envs.synthetic import SyntheticTask
+    from mgpo_datasets.synthetic import SyntheticTask
 
     return SyntheticTask(questions, seed=EVAL_SEED + 100, **TASK_KWARGS), one_object_set(questions)
 
@@ -433,21 +436,21 @@ def one_object_set(questions: int) -> Any:
     in muted colours) and the general set's object sizes: a model that says where the
     named object is scores 1, one whose boxes ignore the image about 1/4.
     """
-    from mgpo_envs.grounding_task import GroundingTask
+    from .grounding_task import GroundingTask
 
     return GroundingTask(questions, seed=GROUNDING_EVAL_SEED + 40, **dict(GROUNDING_KWARGS, objects=1))
 
 
 def choice_set(questions: int) -> Any:
     """Held-out two-object questions (the general training set's kind): the question picks one of two named objects."""
-    from mgpo_envs.grounding_task import GroundingTask
+    from .grounding_task import GroundingTask
 
     return GroundingTask(questions, seed=GROUNDING_EVAL_SEED, **GROUNDING_KWARGS)
 
 
 def bootstrap_set(questions: int) -> Any:
     """Held-out questions of the bootstrap grounding level (one large object, no clutter)."""
-    from mgpo_envs.grounding_task import GroundingTask
+    from .grounding_task import GroundingTask
 
     return GroundingTask(questions, seed=GROUNDING_EVAL_SEED + 10, **GROUNDING_BOOTSTRAP_KWARGS)
 
@@ -508,7 +511,7 @@ def software_record() -> dict[str, Any]:
 def measure_gates(checkpoint: Path, questions: int = 150) -> dict[str, Any]:
     """:func:`gate_metrics` of a saved model, with its diagnostics."""
     torch.set_num_threads(RUN_THREADS)
-    return gate_metrics(load_model(checkpoint), load_processor(checkpoint), questions, diagnostics=True)
+    return gate_metrics(load_model(checkpoint), load_task_processor(checkpoint), questions, diagnostics=True)
 
 
 # -------------------------------------------------------------------- stages
@@ -646,7 +649,7 @@ def train_base_and_warmstart(output: Path, settings: StageSettings, seed: int = 
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     base_dir = build_base_model(output / "random_init", seed=seed)
-    processor = load_processor(base_dir)
+    processor = load_task_processor(base_dir)
     model = load_model(base_dir)
     pad = processor.tokenizer.pad_token_id
     n = settings.pool
@@ -730,7 +733,7 @@ class RLSettings:
 
 def rl_config(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, output_dir: Path) -> Any:
     """The trainer config of one RL run (MGPO: ``two_turn``; GRPO: ``single_turn``)."""
-    from .config import MGPOConfig
+    from mgpo_agents.config import MGPOConfig
 
     return MGPOConfig(
         model=str(checkpoint),
@@ -763,18 +766,21 @@ def rl_config(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, 
 
 
 def evaluation_task(settings: RLSettings) -> Any:
-    from mgpo_envs.synthetic import SyntheticTask
+    from mgpo_datasets.synthetic import SyntheticTask
 
     return SyntheticTask(settings.eval_questions, seed=EVAL_SEED, **TASK_KWARGS)
 
 
 def run_rl(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, output_dir: Path, progress: bool = False) -> list[dict[str, Any]]:
     """One RL run with held-out evaluations every ``eval_every`` steps (``evals.jsonl``)."""
-    from .trainer import MGPOTrainer
+    from mgpo_agents.trainer import MGPOTrainer
 
     torch.set_num_threads(RUN_THREADS)
     shutil.rmtree(output_dir, ignore_errors=True)
-    trainer = MGPOTrainer(rl_config(checkpoint, protocol, seed, settings, output_dir))
+    processor = load_task_processor(checkpoint)
+    # A position-coded model needs its own processor, which the trainer takes with the model.
+    given = {"model": load_model(checkpoint), "processor": processor} if isinstance(processor.image_processor, PositionCodedImageProcessor) else {}
+    trainer = MGPOTrainer(rl_config(checkpoint, protocol, seed, settings, output_dir), **given)
     task = evaluation_task(settings)
     evals = []
     marks = list(range(settings.eval_every, settings.steps, settings.eval_every)) + [settings.steps]
@@ -792,7 +798,7 @@ def run_rl(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, out
 def evaluate_checkpoint(checkpoint: Path, protocol: str, settings: RLSettings, output: Path) -> dict[str, Any]:
     """Held-out metrics of the warm-start checkpoint (the 'before' of both methods)."""
     torch.set_num_threads(RUN_THREADS)
-    processor = load_processor(checkpoint)
+    processor = load_task_processor(checkpoint)
     model = load_model(checkpoint)
     task = evaluation_task(settings)
     row = {"step": 0, "protocol": protocol, **task_episode_metrics(model, processor, task, range(len(task)), protocol)}
@@ -842,7 +848,7 @@ def _fmt(mean: float, std: float) -> str:
 
 def collect(output: Path) -> dict[str, Any]:
     """Every run's held-out evaluations and training metrics under ``output/runs``."""
-    from .plots import read_metrics
+    from mgpo_agents.plots import read_metrics
 
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in METHODS}
     for run_dir in sorted((output / "runs").glob("*-seed*")):
@@ -1040,7 +1046,7 @@ def episode_picture(checkpoint: Path, path: Path, index: Optional[int] = None, s
 
     settings = settings or RLSettings()
     task = evaluation_task(settings)
-    processor = load_processor(checkpoint)
+    processor = load_task_processor(checkpoint)
     model = load_model(checkpoint)
     if index is None:
         hits: list[int] = []
@@ -1089,14 +1095,14 @@ def compare(checkpoint: Path, output: Path, settings: RLSettings, seeds: Sequenc
     software = dict(software_record(), torch_threads=RUN_THREADS)  # what each run sets, not this launcher's count
     record = {**asdict(settings), "seeds": list(seeds), "checkpoint": str(checkpoint), "software": software}
     (output / "rl_settings.json").write_text(json.dumps(record, indent=2) + "\n")
-    me = [sys.executable, "-m", "mgpo_agents.emergence"]
+    me = [sys.executable, str(REPOSITORY_ROOT / "benchmarks" / "emergence.py")]
     common = ["--checkpoint", str(checkpoint), "--output", str(output), "--settings", json.dumps(asdict(settings))]
     commands = [me + ["before", "--protocol", p] + common for p in METHODS]
     for seed in seeds:
         for protocol in METHODS:  # interleaved, so the two lanes carry similar loads
             commands.append(me + ["rl", "--protocol", protocol, "--seed", str(seed)] + common)
     # Longest first: MGPO runs take about three times a GRPO run.
-    commands.sort(key=lambda c: (c[3] != "rl", "two_turn" not in c))
+    commands.sort(key=lambda c: (c[len(me)] != "rl", "two_turn" not in c))
     _run_parallel(commands, lanes, output / "logs")
     seconds = time.perf_counter() - started
     return write_report(output, seconds, checkpoint)
@@ -1174,7 +1180,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     compare(checkpoint, args.output, settings, seeds, args.lanes)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

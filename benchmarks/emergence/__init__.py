@@ -1,0 +1,14 @@
+"""The paper's experiment in miniature (not installed; run ``python benchmarks/emergence.py``).
+
+* :mod:`emergence.experiment`: the stages, gates, RL comparison and results pages;
+* :mod:`emergence.grounding_task`: generic "where is the red circle?" questions,
+  registered as the ``"grounding"`` dataset when this package is imported;
+* :mod:`emergence.position_code`: the image-processor variant the probes tried;
+* :mod:`emergence.forced_replies`: an oracle first turn for diagnostics.
+"""
+
+from mgpo_datasets import register_dataset
+
+from .grounding_task import load_grounding
+
+register_dataset("grounding", load_grounding, needs_path=False, overwrite=True)
