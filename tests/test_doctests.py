@@ -1,6 +1,6 @@
-"""The docstring examples of mgpo_datasets and mgpo_agents, run under their import names.
+"""The docstring examples of mgpo_datasets, mgpo_tools and mgpo_agents, run under their import names.
 
-(pytest's --doctest-modules would import ``envs/`` and ``agents/`` by their folder
+(pytest's --doctest-modules would import ``envs/``, ``tools/`` and ``agents/`` by their folder
 names, a second copy of each module next to the installed one.)
 """
 
@@ -10,7 +10,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("mgpo_datasets", "mgpo_agents")
+PACKAGES = ("mgpo_datasets", "mgpo_tools", "mgpo_agents")
 
 
 def _modules() -> list[str]:

@@ -26,7 +26,7 @@ from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT_NAME = "report_screenshot.png"
 PAGE_SIZE = 4
 

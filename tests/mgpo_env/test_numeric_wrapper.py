@@ -21,7 +21,7 @@ from mgpo_datasets.synthetic import COLOUR_PAIRS
 pytest.importorskip("stable_baselines3")
 from stable_baselines3.common.env_checker import check_env  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COLOURS = list(COLOUR_PAIRS)
 
 
