@@ -848,7 +848,7 @@ def _fmt(mean: float, std: float) -> str:
 
 def collect(output: Path) -> dict[str, Any]:
     """Every run's held-out evaluations and training metrics under ``output/runs``."""
-    from mgpo_agents.plots import read_metrics
+    from mgpo_tools.metrics import read_metrics
 
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in METHODS}
     for run_dir in sorted((output / "runs").glob("*-seed*")):
@@ -897,7 +897,7 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
         "python benchmarks/emergence.py supervised --output outputs/emergence   # base abilities, control, warm-start checkpoint",
         "python benchmarks/emergence.py --output outputs/emergence              # RL comparison from the committed checkpoint, 3 seeds",
         "python benchmarks/emergence.py --quick --output outputs/emergence-quick",
-        "python -m mgpo_agents.emergence gates --checkpoint DIR                 # re-measure a checkpoint's gates",
+        "python benchmarks/emergence.py gates --checkpoint DIR                  # re-measure a checkpoint's gates",
         "```", "",
         "The committed checkpoint is `benchmarks/checkpoints/emergence-warmstart` (its `supervised.json` is the stage record "
         "below); the probes that shaped the supervised curriculum: `emergence_probes.md`.", "",
@@ -1129,7 +1129,7 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mgpo_agents.emergence", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
+    parser = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
     parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates"],
                         help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs; "
                         "gates: a checkpoint's gate measurements and where its grounding boxes land")

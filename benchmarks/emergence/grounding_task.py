@@ -111,7 +111,7 @@ class GroundingTask(Sequence[Sample]):
             target_boxes=(tuple(float(v) for v in asked.box),),  # type: ignore[arg-type]
             category="grounding",
             # Every named object's box, the asked one first: where a wrong box landed is then
-            # a lookup (on the other named object, or on clutter), see mgpo_agents.emergence.
+            # a lookup (on the other named object, or on clutter), see emergence.experiment.
             metadata={"cell": self.cell_of(asked.box), "named_boxes": tuple(o.box for o in objects)},
         )
 
