@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
+
+from mgpo_tools.metrics import read_metrics
 
 PANELS: tuple[tuple[str, ...], ...] = (
     ("reward_mean", "accuracy"),
@@ -17,17 +18,6 @@ PANELS: tuple[tuple[str, ...], ...] = (
     ("time_generation", "time_environment", "time_learning"),
     ("mean_crop_fraction",),
 )
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """Rows of a metrics JSONL file; a torn last line (a crash mid-write) is skipped."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def plot_metrics(metrics_path: Path, output: Path, panels: Sequence[Sequence[str]] = PANELS) -> Path:

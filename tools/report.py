@@ -4,7 +4,8 @@ Inputs, both optional:
 
 * ``RUN_DIR/metrics.jsonl``: one JSON object per training step; every numeric key
   is plotted against ``step`` (or the line number) with matplotlib, as PNG
-  embedded in the page. Unreadable lines are skipped with a warning.
+  embedded in the page. Unreadable lines are skipped with a warning
+  (:func:`mgpo_tools.metrics.read_metrics`).
 * ``RUN_DIR/episodes/``: an :class:`~mgpo_tools.episode_store.EpisodeStore` (a
   store folder itself may be given as ``RUN_DIR`` too).
 
@@ -31,6 +32,7 @@ import argparse
 import base64
 import collections
 import concurrent.futures
+import functools
 import hashlib
 import html
 import io
@@ -43,6 +45,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -50,7 +53,9 @@ from PIL import Image
 
 from mgpo_env.rendering import INVALID_COLOR, PREDICTED_COLOR, TARGET_COLOR, draw_boxes
 
-from .episode_store import EPISODES_FILE, EpisodeRecord, EpisodeStore, StoredImage
+from .episode_record import EpisodeRecord, StoredImage
+from .episode_store import EPISODES_FILE, EpisodeStore
+from .metrics import read_metrics
 
 # Flags for opening a report in a quiet, offline, throwaway headless chromium (no sync,
 # no update checks, no QUIC probes): used by the browser test and the size benchmark.
@@ -245,25 +250,6 @@ class _Pictures:
 
 
 # ------------------------------------------------------------------ metrics
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The lines of a ``metrics.jsonl`` that are JSON objects (others skipped with a warning)."""
-    rows: list[dict[str, Any]] = []
-    if not path.is_file():
-        return rows
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except ValueError as error:
-                warnings.warn(f"{path}:{number}: skipped an unreadable metrics line: {error}", stacklevel=2)
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
 def metric_series(rows: Sequence[dict[str, Any]]) -> tuple[str, dict[str, tuple[list[float], list[float]]]]:
     """``(x_name, {key: (xs, ys)})`` for every key holding finite numbers in some row, sorted by x.
 
@@ -426,7 +412,7 @@ def build_report(run_dir: Path, output: Path, options: Optional[ReportOptions] =
     in_store = len(records)
     if options.max_episodes and in_store > options.max_episodes:
         records = records[-options.max_episodes :]
-    charts = metric_charts(read_metrics(run_dir / "metrics.jsonl"))
+    charts = metric_charts(read_metrics(run_dir / "metrics.jsonl", missing_ok=True))
 
     strings = _Strings()
     episodes: list[dict[str, Any]] = []
@@ -503,271 +489,24 @@ def _page(title: str, data: dict[str, Any], summary: Sequence[dict[str, Any]], c
         "DATA": _json_for_script(data),
     }
     # One pass, so a marker inside the inserted data (a question, a title) is left alone.
-    return re.sub(r"__(TITLE|SOURCE|GENERATED|NOTE|SUMMARY|CHARTS|DATA)__", lambda m: values[m.group(1)], _TEMPLATE)
+    return re.sub(r"__(TITLE|SOURCE|GENERATED|NOTE|SUMMARY|CHARTS|DATA)__", lambda m: values[m.group(1)], _template())
 
 
-_TEMPLATE = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>__TITLE__ · mgpo report</title>
-<link rel="icon" href="data:,">
-<style>
-:root { --fg:#1d2230; --muted:#667085; --line:#d7dbe3; --bg:#f6f7f9; --card:#fff; --ok:#1a7f37; --bad:#c4312b; --warn:#b76e00; }
-* { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg); background:var(--bg); }
-header.top { padding:14px 24px; background:#1d2230; color:#fff; }
-header.top h1 { margin:0; font-size:20px; }
-header.top .meta { color:#b8c0d0; font-size:12px; }
-main { padding:16px 24px; max-width:1500px; margin:auto; }
-section { margin-bottom:22px; }
-h2 { font-size:16px; margin:8px 0; }
-.muted { color:var(--muted); }
-table.summary { border-collapse:collapse; background:var(--card); font-size:13px; }
-table.summary th, table.summary td { border:1px solid var(--line); padding:3px 10px; text-align:right; }
-table.summary td:nth-child(-n+2), table.summary th:nth-child(-n+2) { text-align:left; }
-table.summary tr.all td { font-weight:600; background:#eef1f6; }
-.charts { display:flex; flex-wrap:wrap; gap:8px; }
-.chart { margin:0; background:var(--card); border:1px solid var(--line); }
-.chart img { display:block; width:420px; max-width:100%; }
-.controls { position:sticky; top:0; z-index:5; display:flex; flex-wrap:wrap; gap:10px; align-items:center; padding:8px 10px; background:#e9ecf2; border:1px solid var(--line); border-radius:6px; }
-.controls label { font-size:13px; }
-.controls select, .controls input { font:inherit; font-size:13px; }
-.pager { display:flex; gap:6px; align-items:center; margin-left:auto; }
-.pager button { font:inherit; padding:2px 10px; }
-#count { font-weight:600; }
-.legend span { display:inline-block; width:10px; height:10px; margin:0 3px 0 8px; vertical-align:middle; }
-.episode { background:var(--card); border:1px solid var(--line); border-left:6px solid var(--muted); border-radius:6px; margin:12px 0; padding:10px 12px; }
-.episode.correct { border-left-color:var(--ok); }
-.episode.incorrect { border-left-color:var(--bad); }
-.episode > .head { display:flex; flex-wrap:wrap; gap:6px 14px; align-items:baseline; margin-bottom:8px; }
-.episode > .head .num { font-weight:700; }
-.tag { font-size:12px; padding:1px 7px; border-radius:10px; background:#eef1f6; }
-.tag.ok { background:#dcf3e3; color:var(--ok); font-weight:600; }
-.tag.bad { background:#fde2e1; color:var(--bad); font-weight:600; }
-.tag.warn { background:#fff0d6; color:var(--warn); }
-.body { display:flex; flex-wrap:wrap; gap:12px; align-items:flex-start; }
-figure { margin:0; }
-figure img { display:block; max-width:100%; cursor:zoom-in; border:1px solid var(--line); image-rendering:auto; }
-figure.orig img { width:380px; }
-figure.crop img { max-height:260px; max-width:300px; }
-figcaption { font-size:12px; color:var(--muted); max-width:380px; }
-.crops { display:flex; flex-wrap:wrap; gap:8px; }
-.qa { flex:1; min-width:280px; }
-.qa .q { font-weight:600; margin-bottom:4px; }
-.qa ol { margin:4px 0 8px 0; padding-left:26px; list-style:upper-alpha; }
-.qa li.gold { color:var(--ok); font-weight:600; }
-.qa li.picked:not(.gold) { color:var(--bad); text-decoration:line-through; }
-table.g { border-collapse:collapse; font-size:12px; }
-table.g td, table.g th { border:1px solid var(--line); padding:2px 6px; text-align:left; }
-details { margin-top:8px; }
-details summary { cursor:pointer; color:#3559b7; }
-.msg { border-top:1px solid var(--line); padding:6px 0; }
-.msg .role { font-size:11px; text-transform:uppercase; letter-spacing:.06em; color:var(--muted); }
-.msg.assistant .role { color:#3559b7; }
-.msg pre { white-space:pre-wrap; word-break:break-word; margin:2px 0; font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace; }
-.msg img { max-height:160px; border:1px solid var(--line); cursor:zoom-in; }
-.ph { display:inline-block; font-size:12px; padding:2px 6px; background:#eef1f6; border-radius:4px; color:var(--muted); }
-#empty { display:none; padding:20px; text-align:center; color:var(--muted); }
-#zoom { display:none; position:fixed; inset:0; background:rgba(0,0,0,.85); z-index:10; align-items:center; justify-content:center; cursor:zoom-out; }
-#zoom img { max-width:96vw; max-height:96vh; image-rendering:pixelated; background:#fff; }
-</style>
-</head>
-<body>
-<header class="top"><h1>__TITLE__</h1><div class="meta">mgpo report of <code>__SOURCE__</code>, generated __GENERATED__</div></header>
-<main>
-<section id="summary"><h2>Summary</h2>__SUMMARY__</section>
-<section id="curves"><h2>Training curves</h2><div class="charts">__CHARTS__</div></section>
-<section id="gallery"><h2>Episodes__NOTE__</h2>
-<div class="controls">
-  <label>answer <select id="f-correct"><option value="all">all</option><option value="correct">correct only</option><option value="incorrect">incorrect only</option></select></label>
-  <label>box <select id="f-box"><option value="all">all</option><option value="valid">valid</option><option value="invalid">invalid</option><option value="none">no box</option></select></label>
-  <label>category <select id="f-category"><option value="all">all</option></select></label>
-  <label>split <select id="f-split"><option value="all">all</option></select></label>
-  <label>search <input id="f-text" type="search" placeholder="sample id, question, reply" size="22"></label>
-  <span class="legend muted"><span id="lg-pred"></span>predicted<span id="lg-target"></span>annotated<span id="lg-invalid"></span>rejected</span>
-  <div class="pager"><span id="count" data-matching="0" data-total="0"></span>
-    <button id="prev" type="button">&#8249; prev</button><span id="page-info"></span><button id="next" type="button">next &#8250;</button></div>
-</div>
-<div id="episodes"></div>
-<div id="empty"></div>
-</section>
-</main>
-<div id="zoom"><img alt="enlarged picture"></div>
-<script type="application/json" id="report-data">__DATA__</script>
-<script>
-"use strict";
-(function () {
-  const DATA = JSON.parse(document.getElementById("report-data").textContent);
-  const EPISODES = DATA.episodes, S = DATA.strings, IMAGES = DATA.images;
-  EPISODES.forEach(function (e, i) { e.index = i + 1; });
-  const $ = function (id) { return document.getElementById(id); };
-  const state = { page: 0, matching: EPISODES };
+# The page lives in package data beside this module (report_template.html, .css and .js),
+# so each part is edited, highlighted and checked as what it is (``node --check`` the
+# script); the style and the script are inlined into the HTML so the report stays one file.
+@functools.lru_cache(maxsize=None)
+def _template() -> str:
+    """The page with its style and script inlined, ``__TITLE__`` and the other markers still in it."""
+    folder = resources.files(__package__)
 
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined && text !== null) node.textContent = String(text);  // never innerHTML: model text is untrusted
-    return node;
-  }
-  function fmtBox(b) { return b ? "[" + b.map(function (v) { return Math.round(v * 10) / 10; }).join(", ") + "]" : "–"; }
-  function uniq(key) { return Array.from(new Set(EPISODES.map(function (e) { return e[key]; }))).sort(); }
-  function fillSelect(id, values) {
-    const select = $(id);
-    values.forEach(function (v) { const o = el("option", null, v); o.value = v; select.appendChild(o); });
-  }
-  function picture(key, alt) {
-    const img = el("img");
-    img.alt = alt;
-    img.decoding = "async";
-    img.src = IMAGES[key];  // data URIs are attached only for the page shown, so only it is decoded
-    img.addEventListener("click", function () { $("zoom").querySelector("img").src = img.src; $("zoom").style.display = "flex"; });
-    return img;
-  }
+    def read(suffix: str) -> str:
+        return (folder / f"report_template.{suffix}").read_text(encoding="utf-8")
 
-  function card(e) {
-    const art = el("article", "episode " + (e.correct === true ? "correct" : e.correct === false ? "incorrect" : "running"));
-    art.dataset.id = e.id;
-    const head = el("div", "head");
-    head.appendChild(el("span", "num", "#" + e.index));
-    head.appendChild(el("span", null, e.sample));
-    head.appendChild(el("span", e.correct ? "tag ok" : e.correct === false ? "tag bad" : "tag", e.correct ? "correct" : e.correct === false ? "incorrect" : "not finished"));
-    head.appendChild(el("span", "tag", "reward " + e.reward));
-    head.appendChild(el("span", "tag" + (e.box === "invalid" ? " warn" : ""), e.box === "none" ? "no box" : "box " + e.box));
-    head.appendChild(el("span", "tag", e.category));
-    head.appendChild(el("span", "tag", e.split + (e.step === null ? "" : " · step " + e.step)));
-    head.appendChild(el("span", "muted", e.protocol + " · boxes in " + e.frame));
-    art.appendChild(head);
-
-    const body = el("div", "body");
-    const orig = el("figure", "orig");
-    orig.appendChild(picture(e.orig, "original with boxes"));
-    orig.appendChild(el("figcaption", null, "original " + e.osize[0] + "×" + e.osize[1] + " with the predicted and annotated boxes"));
-    body.appendChild(orig);
-    const crops = el("div", "crops");
-    e.crops.forEach(function (c) {
-      const fig = el("figure", "crop");
-      fig.appendChild(picture(c.img, "crop of turn " + c.turn));
-      fig.appendChild(el("figcaption", null, "turn " + c.turn + " crop " + fmtBox(c.region) + " shown at " + c.size[0] + "×" + c.size[1]));
-      crops.appendChild(fig);
-    });
-    if (!e.crops.length) crops.appendChild(el("span", "ph", "no crop"));
-    body.appendChild(crops);
-
-    const qa = el("div", "qa");
-    qa.appendChild(el("div", "q", S[e.question]));
-    if (e.choices.length) {
-      const ol = el("ol");
-      e.choices.forEach(function (c, i) {
-        const letter = String.fromCharCode(65 + i);
-        const li = el("li", (letter === e.gold ? "gold " : "") + (letter === e.pred ? "picked" : ""), S[c]);
-        ol.appendChild(li);
-      });
-      qa.appendChild(ol);
-    }
-    qa.appendChild(el("div", null, "gold " + e.gold + " · parsed answer " + (e.pred === null ? "none" : e.pred)));
-    if (e.groundings.length) {
-      const t = el("table", "g");
-      const hr = el("tr");
-      ["turn", "box (view px)", "frame", "crop (original px)", "valid"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
-      t.appendChild(hr);
-      e.groundings.forEach(function (g) {
-        const tr = el("tr");
-        [g.turn, fmtBox(g.view_box), g.frame[0] + "×" + g.frame[1], fmtBox(g.crop_box), g.valid ? "yes" : "no: " + g.error].forEach(function (v) { tr.appendChild(el("td", null, v)); });
-        t.appendChild(tr);
-      });
-      qa.appendChild(t);
-    }
-    body.appendChild(qa);
-    art.appendChild(body);
-
-    const details = el("details");
-    details.appendChild(el("summary", null, "transcript (" + e.messages.length + " messages)"));
-    details.addEventListener("toggle", function () {  // built on first open: most transcripts are never read
-      if (!details.open || details.dataset.built) return;
-      details.dataset.built = "1";
-      e.messages.forEach(function (m) {
-        const div = el("div", "msg " + m.role);
-        div.appendChild(el("div", "role", m.role));
-        m.parts.forEach(function (p) {
-          if (typeof p === "number") { div.appendChild(el("pre", null, S[p])); return; }
-          if (p.img) div.appendChild(picture(p.img, p.kind));
-          else div.appendChild(el("span", "ph", "<image " + p.size[0] + "×" + p.size[1] + " " + p.kind + (p.kind === "original" ? ": the whole image, downsized" : "") + ">"));
-        });
-        details.appendChild(div);
-      });
-    });
-    art.appendChild(details);
-    return art;
-  }
-
-  function matches(e, f) {
-    if (f.correct === "correct" && e.correct !== true) return false;
-    if (f.correct === "incorrect" && e.correct === true) return false;
-    if (f.box !== "all" && e.box !== f.box) return false;
-    if (f.category !== "all" && e.category !== f.category) return false;
-    if (f.split !== "all" && e.split !== f.split) return false;
-    if (f.text) {
-      if (e.haystack === undefined) {
-        e.haystack = [e.sample, S[e.question]].concat(e.messages.filter(function (m) { return m.role === "assistant"; })
-          .map(function (m) { return m.parts.map(function (p) { return typeof p === "number" ? S[p] : ""; }).join(""); })).join("\n").toLowerCase();
-      }
-      if (e.haystack.indexOf(f.text) < 0) return false;
-    }
-    return true;
-  }
-
-  function applyFilters() {
-    const f = { correct: $("f-correct").value, box: $("f-box").value, category: $("f-category").value, split: $("f-split").value, text: $("f-text").value.trim().toLowerCase() };
-    state.matching = EPISODES.filter(function (e) { return matches(e, f); });
-    state.page = 0;
-    render();
-  }
-
-  function pages() { return Math.max(1, Math.ceil(state.matching.length / DATA.pageSize)); }
-
-  function render() {
-    const list = $("episodes");
-    list.textContent = "";
-    const start = state.page * DATA.pageSize;
-    const shown = state.matching.slice(start, start + DATA.pageSize);
-    const fragment = document.createDocumentFragment();
-    shown.forEach(function (e) { fragment.appendChild(card(e)); });
-    list.appendChild(fragment);
-    const count = $("count");
-    count.textContent = state.matching.length + " of " + EPISODES.length + " episodes";
-    count.dataset.matching = state.matching.length;
-    count.dataset.total = EPISODES.length;
-    $("page-info").textContent = "page " + (state.page + 1) + " / " + pages();
-    $("prev").disabled = state.page === 0;
-    $("next").disabled = state.page >= pages() - 1;
-    $("empty").style.display = state.matching.length ? "none" : "block";
-    $("empty").textContent = EPISODES.length ? "No episode matches these filters." : "No episodes in this run (no episodes/ store next to it).";
-    document.body.dataset.page = state.page + 1;
-    document.body.dataset.pages = pages();
-  }
-
-  fillSelect("f-category", uniq("category"));
-  fillSelect("f-split", uniq("split"));
-  $("lg-pred").style.background = DATA.colors.predicted;
-  $("lg-target").style.background = DATA.colors.target;
-  $("lg-invalid").style.background = DATA.colors.invalid;
-  ["f-correct", "f-box", "f-category", "f-split"].forEach(function (id) { $(id).addEventListener("change", applyFilters); });
-  let typing = null;
-  $("f-text").addEventListener("input", function () { clearTimeout(typing); typing = setTimeout(applyFilters, 150); });
-  $("prev").addEventListener("click", function () { if (state.page > 0) { state.page--; render(); window.scrollTo(0, $("gallery").offsetTop); } });
-  $("next").addEventListener("click", function () { if (state.page < pages() - 1) { state.page++; render(); window.scrollTo(0, $("gallery").offsetTop); } });
-  $("zoom").addEventListener("click", function () { $("zoom").style.display = "none"; });
-  document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") $("zoom").style.display = "none"; });
-  render();
-  document.body.dataset.ready = "1";
-  if (window.performance && performance.mark) performance.mark("mgpo-first-page");
-})();
-</script>
-</body>
-</html>
-"""
+    # Without their final newline, so an editor that adds or drops one changes no report.
+    inline = {"STYLE": read("css").rstrip("\n"), "SCRIPT": read("js").rstrip("\n")}
+    # A function as replacement: the script's backslashes are not escapes here.
+    return re.sub(r"__(STYLE|SCRIPT)__", lambda m: inline[m.group(1)], read("html"))
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:

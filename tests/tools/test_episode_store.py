@@ -12,16 +12,12 @@ import numpy as np
 import pytest
 
 import mgpo_env  # noqa: F401  (registers the environment)
+import mgpo_tools.episode_record
 import mgpo_tools.episode_store
-from mgpo_tools.episode_store import (
-    EPISODES_FILE,
-    EpisodeStore,
-    RecordEpisodes,
-    StoreWarning,
-    image_hash,
-    play_episodes,
-    record_from_env,
-)
+import mgpo_tools.recording
+from mgpo_tools.episode_record import image_hash
+from mgpo_tools.episode_store import EPISODES_FILE, EpisodeStore, StoreWarning
+from mgpo_tools.recording import RecordEpisodes, play_episodes, record_from_env
 from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 TASK = {"num_samples": 6, "canvas_size": 1024}
@@ -249,6 +245,17 @@ def test_store_docstring_describes_the_layout():
     doc = mgpo_tools.episode_store.__doc__
     for name in ("episodes.jsonl", "images/", "store.json", "sha256", "thumbnail", "fsync"):
         assert name.lower() in doc.lower()
+
+
+def test_names_that_moved_out_are_still_importable_from_the_store():
+    """agents/ and benchmarks/ import the record format and the recording loops from episode_store."""
+    moved = {
+        mgpo_tools.episode_record: ("FORMAT_VERSION", "IMAGE_MARKER", "ChatMessage", "ContentPart", "EpisodeRecord", "GroundingEntry", "Overlay", "StoredImage", "image_hash"),
+        mgpo_tools.recording: ("RecordEpisodes", "play_episodes", "record_from_env"),
+    }
+    for module, names in moved.items():
+        for name in names:
+            assert name in mgpo_tools.episode_store.__all__ and getattr(mgpo_tools.episode_store, name) is getattr(module, name), name
 
 
 def test_paths_are_sharded_by_hash_prefix(tmp_path):

@@ -15,9 +15,10 @@ from PIL import Image
 
 import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_agents.cli import main as cli_main
-from mgpo_tools.episode_store import EpisodeStore, record_from_env
+from mgpo_tools.episode_store import EpisodeStore
 from mgpo_env.rendering import PREDICTED_COLOR
-from mgpo_tools.report import ReportOptions, annotated_original, build_report, metric_series, read_metrics
+from mgpo_tools.recording import record_from_env
+from mgpo_tools.report import ReportOptions, annotated_original, build_report, metric_series
 from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 TASK = {"num_samples": 20, "canvas_size": 1024}
@@ -85,6 +86,9 @@ def test_report_is_one_self_contained_file(run):
     for attribute in re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", text):
         assert attribute.startswith("data:"), attribute
     assert not list(run["dir"].glob("*.png"))  # no side files next to it
+    # The style and script files (package data) are inlined and every marker is filled.
+    assert "<style>\n:root {" in text and '<script>\n"use strict";' in text
+    assert not re.search(r"__(STYLE|SCRIPT|TITLE|SOURCE|GENERATED|NOTE|SUMMARY|CHARTS|DATA)__", text)
 
 
 def test_report_holds_every_episode_and_the_curves(run):
@@ -170,10 +174,8 @@ def test_max_episodes_keeps_the_last_ones(run, tmp_path):
     assert [e["id"] for e in data["episodes"]] == [r.episode_id for r in run["records"][-5:]]
 
 
-def test_metric_series_uses_step_and_skips_non_numbers(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 2, "a": 1, "b": true, "c": NaN}\n{"step": 4, "a": 3, "d": 0.5}\n[1, 2]\n')
-    x, series = metric_series(read_metrics(path))
+def test_metric_series_uses_step_and_skips_non_numbers():
+    x, series = metric_series([{"step": 2, "a": 1, "b": True, "c": float("nan")}, {"step": 4, "a": 3, "d": 0.5}])
     assert x == "step" and series == {"a": ([2.0, 4.0], [1.0, 3.0]), "d": ([4.0], [0.5])}
 
 

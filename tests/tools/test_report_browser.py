@@ -20,7 +20,8 @@ import gymnasium as gym
 import pytest
 
 import mgpo_env  # noqa: F401  (registers the environment)
-from mgpo_tools.episode_store import EpisodeStore, play_episodes
+from mgpo_tools.episode_store import EpisodeStore
+from mgpo_tools.recording import play_episodes
 from mgpo_tools.report import CHROMIUM_FLAGS, ReportOptions, build_report
 from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
