@@ -41,9 +41,10 @@ import numpy as np
 from PIL import Image
 
 import mgpo_env  # noqa: F401  (registers mgpo/HighResVQA-v0)
-from mgpo_tools.episode_store import EpisodeStore, play_episodes
-from mgpo_tools.report import CHROMIUM_FLAGS, ReportOptions, build_report
 from mgpo_datasets.sample import Sample
+from mgpo_tools.episode_store import EpisodeStore
+from mgpo_tools.recording import play_episodes
+from mgpo_tools.report import CHROMIUM_FLAGS, ReportOptions, build_report
 from mgpo_tools.scripted_policies import OracleBoxPolicy, RandomPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "report_size.md"
