@@ -10,9 +10,10 @@ The rollout ends when every environment has terminated.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import gymnasium as gym
 import torch
@@ -81,9 +82,18 @@ def multimodal_token_ids(model: Any, processor: Any) -> list[int]:
 
 @dataclass
 class RolloutTimes:
+    """Seconds a rollout spent generating, in the environments, and turning messages into token ids."""
+
     generation: float = 0.0
     environment: float = 0.0
     tokenization: float = 0.0
+
+    @contextlib.contextmanager
+    def measure(self, phase: str) -> Iterator[None]:
+        """Add the seconds the ``with`` block takes to the field ``phase``."""
+        started = time.perf_counter()
+        yield
+        setattr(self, phase, getattr(self, phase) + time.perf_counter() - started)
 
 
 @dataclass
@@ -171,79 +181,94 @@ class RolloutEngine:
         processes; default 0, 1, ...), so that sampling seeds do not depend on how a
         step's questions are split between processes.
         """
-        times = RolloutTimes()
-        trajectories: list[Trajectory] = []
-        envs: list[gym.Env] = []
-        started = time.perf_counter()
         slots = list(range(len(sample_indices))) if group_ids is None else [int(g) for g in group_ids]
         if len(slots) != len(sample_indices):
             raise ValueError(f"got {len(sample_indices)} questions but {len(slots)} group ids")
-        for slot, index in zip(slots, sample_indices):
-            prompt = None
-            for rollout in range(group_size):
-                env = self._env(len(envs))
-                env.reset(options={"index": int(index)})
-                envs.append(env)
-                trajectory = Trajectory(group=slot, rollout=rollout, sample_index=int(index))
-                if prompt is None:  # one rendering serves the whole group: the prompt is the same
-                    t0 = time.perf_counter()
-                    prompt = self.tokens.prompt(env.unwrapped.chat_messages())
-                    times.tokenization += time.perf_counter() - t0
-                trajectory.segments.append(Segment(prompt["input_ids"][0].tolist(), generated=False))
-                trajectory.add_images(prompt.get("pixel_values"), prompt.get("image_grid_thw"))
-                trajectories.append(trajectory)
-        times.environment += time.perf_counter() - started - times.tokenization
+        times = RolloutTimes()
+        trajectories, envs = self._start_episodes(slots, sample_indices, group_size, times)
 
         active = list(range(len(trajectories)))
         turn = 0
         while active:
-            batch_size = self.generation_batch_size or len(active)
-            replies: dict[int, tuple[list[int], list[float]]] = {}
-            for start in range(0, len(active), batch_size):
-                rows = active[start : start + batch_size]
-                t0 = time.perf_counter()
-                replies.update(zip(rows, self._generate([trajectories[i] for i in rows], step, turn, greedy)))
-                times.generation += time.perf_counter() - t0
+            replies = self._generate_in_batches([trajectories[i] for i in active], step, turn, greedy, times)
             still_active = []
-            for i in active:
-                trajectory, env = trajectories[i], envs[i]
-                ids, logprobs = replies[i]
-                ended_properly = bool(ids) and ids[-1] in self.stop_ids
-                trajectory.truncated_replies += int(not ended_properly)
-                trajectory.segments.append(Segment(ids, generated=True, logprobs=logprobs))
-                text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
-                trajectory.replies.append(text)
-                t0 = time.perf_counter()
-                before = len(env.unwrapped.chat_messages())
-                _, reward, terminated, truncated, info = env.step(text)
-                times.environment += time.perf_counter() - t0
-                if terminated or truncated:
-                    trajectory.reward = float(reward)
-                    trajectory.info = dict(info)
-                    if on_episode_end is not None:
-                        on_episode_end(env, trajectory)
-                    continue
-                t0 = time.perf_counter()
-                segment = self.tokens.environment_segment(env.unwrapped.chat_messages(), before + 1)
-                times.tokenization += time.perf_counter() - t0
-                env_ids = segment["input_ids"][0].tolist()
-                if not ended_properly:
-                    # The reply was cut at max_new_tokens: close the turn the way the template
-                    # would, with an end-of-turn token the model did not generate (mask 0).
-                    env_ids = [self.tokens.end_of_turn_id] + env_ids
-                trajectory.segments.append(Segment(env_ids, generated=False))
-                trajectory.add_images(segment.get("pixel_values"), segment.get("image_grid_thw"))
-                still_active.append(i)
+            for i, reply in zip(active, replies):
+                if self._play_reply(trajectories[i], envs[i], reply, times):
+                    still_active.append(i)
+                elif on_episode_end is not None:
+                    on_episode_end(envs[i], trajectories[i])
             active = still_active
             turn += 1
 
         drift: list[int] = []
         if check_drift:
-            t0 = time.perf_counter()
-            for trajectory, env in zip(trajectories, envs):
-                drift.append(template_drift(trajectory, self.tokens.full_conversation_ids(env.unwrapped.chat_messages())))
-            times.tokenization += time.perf_counter() - t0
+            with times.measure("tokenization"):
+                for trajectory, env in zip(trajectories, envs):
+                    drift.append(template_drift(trajectory, self.tokens.full_conversation_ids(env.unwrapped.chat_messages())))
         return RolloutResult(trajectories, times, drift)
+
+    def _start_episodes(
+        self, slots: Sequence[int], sample_indices: Sequence[int], group_size: int, times: RolloutTimes
+    ) -> tuple[list[Trajectory], list[gym.Env]]:
+        """Reset ``group_size`` environments on each sample; each trajectory starts with its group's prompt."""
+        trajectories: list[Trajectory] = []
+        envs: list[gym.Env] = []
+        for slot, index in zip(slots, sample_indices):
+            prompt = None
+            for rollout in range(group_size):
+                with times.measure("environment"):
+                    env = self._env(len(envs))
+                    env.reset(options={"index": int(index)})
+                envs.append(env)
+                if prompt is None:  # one rendering serves the whole group: the prompt is the same
+                    with times.measure("tokenization"):
+                        prompt = self.tokens.prompt(env.unwrapped.chat_messages())
+                trajectory = Trajectory(group=slot, rollout=rollout, sample_index=int(index))
+                trajectory.segments.append(Segment(prompt["input_ids"][0].tolist(), generated=False))
+                trajectory.add_images(prompt.get("pixel_values"), prompt.get("image_grid_thw"))
+                trajectories.append(trajectory)
+        return trajectories, envs
+
+    def _generate_in_batches(
+        self, trajectories: Sequence[Trajectory], step: int, turn: int, greedy: bool, times: RolloutTimes
+    ) -> list[tuple[list[int], list[float]]]:
+        """One reply per trajectory, ``generation_batch_size`` rows at a time (0: all at once)."""
+        batch_size = self.generation_batch_size or len(trajectories)
+        replies: list[tuple[list[int], list[float]]] = []
+        for start in range(0, len(trajectories), batch_size):
+            with times.measure("generation"):
+                replies += self._generate(trajectories[start : start + batch_size], step, turn, greedy)
+        return replies
+
+    def _play_reply(self, trajectory: Trajectory, env: gym.Env, reply: tuple[list[int], list[float]], times: RolloutTimes) -> bool:
+        """Append a reply to its trajectory and hand it to its environment; True while the episode goes on.
+
+        A finished episode gets its reward and info; otherwise the environment's next message
+        is appended as ids (with its images), ready for the next turn.
+        """
+        ids, logprobs = reply
+        ended_properly = bool(ids) and ids[-1] in self.stop_ids
+        trajectory.truncated_replies += int(not ended_properly)
+        trajectory.segments.append(Segment(ids, generated=True, logprobs=logprobs))
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        trajectory.replies.append(text)
+        with times.measure("environment"):
+            before = len(env.unwrapped.chat_messages())
+            _, reward, terminated, truncated, info = env.step(text)
+        if terminated or truncated:
+            trajectory.reward = float(reward)
+            trajectory.info = dict(info)
+            return False
+        with times.measure("tokenization"):
+            segment = self.tokens.environment_segment(env.unwrapped.chat_messages(), before + 1)
+        env_ids = segment["input_ids"][0].tolist()
+        if not ended_properly:
+            # The reply was cut at max_new_tokens: close the turn the way the template
+            # would, with an end-of-turn token the model did not generate (mask 0).
+            env_ids = [self.tokens.end_of_turn_id] + env_ids
+        trajectory.segments.append(Segment(env_ids, generated=False))
+        trajectory.add_images(segment.get("pixel_values"), segment.get("image_grid_thw"))
+        return True
 
     def _generate(self, trajectories: Sequence[Trajectory], step: int, turn: int, greedy: bool) -> list[tuple[list[int], list[float]]]:
         """One reply for each trajectory: (ids up to and including the stop token, their log-probs)."""

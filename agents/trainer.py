@@ -20,12 +20,14 @@ the whole batch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -38,7 +40,7 @@ from mgpo_datasets.registry import resolve_dataset
 from mgpo_env.image_store import ImageStore
 
 from .config import MGPOConfig
-from .mgpo_loss import group_advantages, mgpo_token_loss, pack, token_logprobs
+from .mgpo_loss import LossTerms, group_advantages, mgpo_token_loss, pack, token_logprobs
 from .qwen_processor import load_model, load_processor
 from .rollout import RolloutEngine
 from .shared_images import encode_each_image_once
@@ -98,6 +100,64 @@ def rank_share(num_groups: int, mini_batch: int, world: int, rank: int) -> list[
     return [g for g in range(num_groups) if (g % mini_batch) // per_rank == rank]
 
 
+def mini_batch_rows(trajectory_groups: list[int], groups_per_batch: int) -> list[list[int]]:
+    """A process's mini-batches as trajectory indices: its groups in slot order, ``groups_per_batch`` at a time.
+
+    ``trajectory_groups`` holds each trajectory's group slot:
+
+    >>> mini_batch_rows([3, 3, 1, 1, 5, 5], 2)
+    [[2, 3, 0, 1], [4, 5]]
+    """
+    by_group: dict[int, list[int]] = {}
+    for i, group in enumerate(trajectory_groups):
+        by_group.setdefault(group, []).append(i)
+    in_order = sorted(by_group)
+    return [[i for g in in_order[k : k + groups_per_batch] for i in by_group[g]] for k in range(0, len(in_order), groups_per_batch)]
+
+
+@dataclass
+class _LossInputs:
+    """What the loss reads of a step's trajectories besides the policy's current log-probs."""
+
+    trajectories: list[Trajectory]
+    advantages: torch.Tensor  # one per trajectory
+    old_logp: Optional[list[torch.Tensor]]  # pi_old per trajectory; None: a single update, where pi_old is the policy itself
+    ref_logp: list[Optional[torch.Tensor]]  # the reference's per trajectory (all None without a KL term)
+
+
+@dataclass
+class _LossTotals:
+    """Sums over a step's micro-batches (loss terms, tokens) and updates (gradient norms), for the logged means."""
+
+    policy: float = 0.0
+    kl: float = 0.0
+    entropy: float = 0.0
+    clipped: float = 0.0
+    tokens: float = 0.0
+    grad_norm: float = 0.0
+    updates: float = 0.0
+
+    def add(self, terms: LossTerms) -> None:
+        """Count one micro-batch's loss terms (sums over its tokens)."""
+        self.policy += float(terms.policy)
+        self.kl += float(terms.kl)
+        self.entropy += float(terms.entropy)
+        self.clipped += float(terms.clipped)
+        self.tokens += terms.tokens
+
+    def means(self) -> dict[str, float]:
+        """Per generated token (gradient norm: per update) over the whole step."""
+        tokens = max(self.tokens, 1.0)
+        return {
+            "policy_loss": self.policy / tokens,
+            "kl": self.kl / tokens,
+            "entropy": self.entropy / tokens,
+            "clip_fraction": self.clipped / tokens,
+            "grad_norm": self.grad_norm / max(self.updates, 1.0),
+            "updates": self.updates,
+        }
+
+
 class MGPOTrainer:
     """Trains a Qwen2.5-VL-family model with MGPO (or the single-turn GRPO baseline).
 
@@ -108,73 +168,107 @@ class MGPOTrainer:
             from a public config for benchmarks); ``config.model`` is then not loaded.
     """
 
+    # ------------------------------------------------------------------- setup
     def __init__(self, config: MGPOConfig, accelerator: Any = None, *, model: Any = None, processor: Any = None) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import FullyShardedDataParallelPlugin
-
         self.config = config
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.output_dir = Path(config.output_dir)
-        if accelerator is None:
-            plugin = FullyShardedDataParallelPlugin() if config.distributed == "fsdp" else None
-            accelerator = Accelerator(cpu=not torch.cuda.is_available(), fsdp_plugin=plugin)
-        self.accelerator = accelerator
-        self.world = accelerator.num_processes
-        self.rank = accelerator.process_index
+        self.accelerator = accelerator if accelerator is not None else _make_accelerator(config)
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        self._check_batch_split()
+        self._make_output_dir()
+        _seed_everything(config.seed)
+
+        given = model is not None
+        self.model_path, self.processor, model = self._load_policy(model, processor)
+        model = self._add_lora(model)
+        self.reference = self._frozen_reference(model, copy_policy=given)
+        self.model, self.optimizer = self._prepare_for_training(model)
+
+        self.dataset = resolve_dataset(config.dataset, **config.dataset_kwargs)
+        self.images = ImageStore()
+        self.engine = self._rollout_engine()
+        self.pad_id = self.engine.pad_id
+        self.step = 0
+        self.episode_store = self._episode_store()
+
+    def _check_batch_split(self) -> None:
+        """Each process plays an equal share of every mini-batch (:func:`rank_share`), so both sizes must split evenly."""
+        config = self.config
         if config.prompts_per_step % self.world or config.mini_batch_prompts % self.world:
             raise ValueError(
                 f"prompts_per_step ({config.prompts_per_step}) and mini_batch_prompts ({config.mini_batch_prompts}) "
                 f"must be multiples of the number of processes ({self.world})"
             )
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-        accelerator.wait_for_everyone()
-        _seed_everything(config.seed)
 
-        dtype = _dtype(config.dtype, accelerator.device)
-        given = model is not None
-        if given:
+    def _make_output_dir(self) -> None:
+        """The main process makes the output folder; the others wait until it exists."""
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+
+    def _load_policy(self, model: Any, processor: Any) -> tuple[Path, Any, Any]:
+        """(model directory, processor, model): the given ones, or those loaded from ``config.model``."""
+        config = self.config
+        if model is not None:
             if processor is None:
                 raise ValueError("a model given to MGPOTrainer needs its processor too")
-            model_path = Path(config.model)
-            self.processor = processor
+            return Path(config.model), processor, model
+        if self.accelerator.is_main_process:  # build the tiny model once, before the others look for it
+            resolve_model_path(config, self.output_dir)
+        self.accelerator.wait_for_everyone()
+        path = resolve_model_path(config, self.output_dir)
+        processor = load_processor(path, trust_remote_code=config.trust_remote_code)
+        model = load_model(path, dtype=_dtype(config.dtype, self.accelerator.device), trust_remote_code=config.trust_remote_code)
+        return path, processor, model
+
+    def _add_lora(self, model: Any) -> Any:
+        """With ``lora_rank`` > 0, the model wrapped in LoRA adapters (then only they train); otherwise the model itself."""
+        config = self.config
+        if config.lora_rank <= 0:
+            return model
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
+        )
+        return get_peft_model(model, lora)
+
+    def _frozen_reference(self, model: Any, *, copy_policy: bool) -> Any:
+        """The frozen model of the KL term, or None where there is none to keep.
+
+        With LoRA the reference is the base model (adapters disabled, see :meth:`_reference_logprobs`),
+        and ``kl_coef`` 0 needs none. A given policy is copied (it may have no folder to load from);
+        otherwise the reference is loaded again from the model folder.
+        """
+        config = self.config
+        if config.lora_rank > 0 or config.kl_coef <= 0:
+            return None
+        if copy_policy:
+            reference = copy.deepcopy(model)
         else:
-            if accelerator.is_main_process:  # build the tiny model once, before the others look for it
-                resolve_model_path(config, self.output_dir)
-            accelerator.wait_for_everyone()
-            model_path = resolve_model_path(config, self.output_dir)
-            self.processor = load_processor(model_path, trust_remote_code=config.trust_remote_code)
-            model = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
-        self.model_path = model_path
-        self.reference = None
-        if config.lora_rank > 0:
-            from peft import LoraConfig, get_peft_model
+            dtype = _dtype(config.dtype, self.accelerator.device)
+            reference = load_model(self.model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
+        reference.requires_grad_(False).eval().to(self.accelerator.device)
+        encode_each_image_once(reference, config.encode_images_once)  # a module of its own: the engine hooks only the policy
+        return reference
 
-            lora = LoraConfig(
-                r=config.lora_rank,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
-            )
-            model = get_peft_model(model, lora)  # the reference is the base model: adapters disabled
-        elif config.kl_coef > 0:
-            if given:
-                import copy
-
-                self.reference = copy.deepcopy(model)
-            else:
-                self.reference = load_model(model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
-            self.reference.requires_grad_(False).eval().to(accelerator.device)
-            encode_each_image_once(self.reference, config.encode_images_once)  # a module of its own: the engine hooks only the policy
-        model.to(accelerator.device)
+    def _prepare_for_training(self, model: Any) -> tuple[Any, torch.optim.Optimizer]:
+        """The policy on its device and its AdamW optimiser over the trainable weights, both wrapped by accelerate."""
+        model.to(self.accelerator.device)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+        return self.accelerator.prepare(model, optimizer)
 
-        self.dataset = resolve_dataset(config.dataset, **config.dataset_kwargs)
-        self.images = ImageStore()
-        self.engine = RolloutEngine(
+    def _rollout_engine(self) -> RolloutEngine:
+        """The engine playing the training episodes with the policy, on environments over the training set."""
+        config = self.config
+        return RolloutEngine(
             self.accelerator.unwrap_model(self.model),
             self.processor,
             env_factory(config, self.dataset, self.images),
@@ -185,16 +279,16 @@ class MGPOTrainer:
             seed=config.seed,
             encode_images_once=config.encode_images_once,  # the hooks serve the training passes too (same modules)
         )
-        tokenizer = self.processor.tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.engine.tokens.end_of_turn_id
-        self.step = 0
-        self.episode_store: Any = None
-        if config.save_rollouts_every > 0 and accelerator.is_main_process:
-            from mgpo_tools.episode_store import EpisodeStore
 
-            self.episode_store = EpisodeStore(self.output_dir / "episodes")
+    def _episode_store(self) -> Any:
+        """Where the main process stores sampled rollouts when ``save_rollouts_every`` asks for them, else None."""
+        if self.config.save_rollouts_every <= 0 or not self.accelerator.is_main_process:
+            return None
+        from mgpo_tools.episode_store import EpisodeStore
 
-    # ---------------------------------------------------------------- training
+        return EpisodeStore(self.output_dir / "episodes")
+
+    # ----------------------------------------------------------- training loop
     def train(self, steps: Optional[int] = None, *, progress: bool = True) -> list[dict[str, Any]]:
         """Run until ``steps`` (default ``config.steps``) steps are done; returns this call's metrics."""
         from tqdm.auto import tqdm
@@ -202,20 +296,19 @@ class MGPOTrainer:
         total = self.config.steps if steps is None else steps
         history = []
         writer = self._tensorboard()
-        bar = tqdm(total=total, initial=self.step, desc="MGPO" if self.config.protocol != "single_turn" else "GRPO", disable=not (progress and self.accelerator.is_main_process), dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            desc="MGPO" if self.config.protocol != "single_turn" else "GRPO",
+            disable=not (progress and self.accelerator.is_main_process),
+            dynamic_ncols=True,
+        )
         if self.accelerator.is_main_process:
             self.config.save(self.output_dir / "config.json")
         while self.step < total:
             metrics = self.train_step()
             history.append(metrics)
-            if self.accelerator.is_main_process:
-                with open(self.output_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                if writer is not None:
-                    for key, value in metrics.items():
-                        if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
-                            writer.add_scalar(f"train/{key}", value, metrics["step"])
-                    writer.flush()
+            self._log(metrics, writer)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", valid_box=f"{metrics['valid_box_rate']:.2f}", kl=f"{metrics['kl']:.3f}")
             if self.step % self.config.save_every == 0 or self.step == total:
@@ -229,7 +322,30 @@ class MGPOTrainer:
             plot_metrics(self.output_dir / "metrics.jsonl", self.output_dir / "curves.png")
         return history
 
+    def _log(self, metrics: dict[str, Any], writer: Any) -> None:
+        """Append a step's metrics to metrics.jsonl and, where one is open, to TensorBoard (main process only)."""
+        if not self.accelerator.is_main_process:
+            return
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if writer is None:
+            return
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and key != "step" and math.isfinite(value):
+                writer.add_scalar(f"train/{key}", value, metrics["step"])
+        writer.flush()
+
+    def _tensorboard(self) -> Any:
+        if not (self.config.tensorboard and self.accelerator.is_main_process):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed: JSONL is still written
+            return None
+        return SummaryWriter(str(self.output_dir / "tensorboard"))
+
     def train_step(self) -> dict[str, Any]:
+        """One optimisation step (steps 1-5 of the module docstring); returns its metrics."""
         config = self.config
         started = time.perf_counter()
         questions = step_questions(self.step, config.prompts_per_step, len(self.dataset), config.seed)
@@ -268,6 +384,7 @@ class MGPOTrainer:
 
         self.episode_store.add(record_from_env(env, step=self.step, split="train", extra={"group": trajectory.group, "rollout": trajectory.rollout}))
 
+    # --------------------------------------------------- log-probs and updates
     def _logprobs(self, model: Any, trajectories: list[Trajectory], with_entropy: bool, grad: bool) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
         """Per-trajectory generated-token log-probs (and entropies), in micro-batches."""
         out_logp, out_ent = [], []
@@ -294,67 +411,65 @@ class MGPOTrainer:
             return self._logprobs(self.model, trajectories, False, False)[0]
 
     def _optimise(self, trajectories: list[Trajectory], advantages: torch.Tensor) -> dict[str, float]:
+        """``ppo_epochs`` passes over this process's mini-batches, one AdamW update each; returns the loss statistics."""
         config = self.config
-        per_rank_mb = config.mini_batch_prompts // self.world
-        groups_in_order = sorted({t.group for t in trajectories})
-        mini_batches = [groups_in_order[i : i + per_rank_mb] for i in range(0, len(groups_in_order), per_rank_mb)]
+        mini_batches = mini_batch_rows([t.group for t in trajectories], config.mini_batch_prompts // self.world)
         single_update = config.ppo_epochs == 1 and len(mini_batches) == 1
         self.model.eval()  # no dropout in the log-prob passes: rollout and training see the same model
         ref_logp = self._reference_logprobs(trajectories)
         old_logp = None if single_update else self._logprobs(self.model, trajectories, False, False)[0]
-        by_group: dict[int, list[int]] = {}
-        for i, t in enumerate(trajectories):
-            by_group.setdefault(t.group, []).append(i)
-        totals = {"policy": 0.0, "kl": 0.0, "entropy": 0.0, "clipped": 0.0, "tokens": 0.0, "grad_norm": 0.0, "updates": 0.0}
-        for epoch in range(config.ppo_epochs):
-            for mb_groups in mini_batches:
-                rows = [i for g in mb_groups for i in by_group[g]]
-                local_tokens = sum(sum(trajectories[i].loss_mask) for i in rows)
-                global_tokens = self.accelerator.reduce(torch.tensor(float(local_tokens), device=self.accelerator.device), reduction="sum").item()
-                # DDP averages gradients over processes; multiplying by their number turns
-                # that average back into the sum, so the result is the global token-mean.
-                normaliser = max(global_tokens, 1.0) / self.world
-                size = config.micro_batch_size
-                chunks = [rows[k : k + size] for k in range(0, len(rows), size)]
-                for c, chunk in enumerate(chunks):
-                    sync = c == len(chunks) - 1
-                    context = self.accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
-                    with context:
-                        logp, ent = self._logprobs(self.model, [trajectories[i] for i in chunk], True, True)
-                        logp_cat = torch.cat(logp)
-                        old = torch.cat([old_logp[i] for i in chunk]) if old_logp is not None else logp_cat.detach()
-                        ref = torch.cat([ref_logp[i] for i in chunk]) if ref_logp[0] is not None else None
-                        adv = torch.cat([advantages[i].expand(len(logp[k])) for k, i in enumerate(chunk)]).to(logp_cat.device)
-                        terms = mgpo_token_loss(
-                            logp_cat,
-                            old,
-                            ref,
-                            torch.cat(ent),  # type: ignore[arg-type]
-                            adv,
-                            clip_ratio=config.clip_ratio,
-                            kl_coef=config.kl_coef,
-                            entropy_coef=config.entropy_coef,
-                            normaliser=normaliser,
-                        )
-                        self.accelerator.backward(terms.loss)
-                    for key in ("policy", "kl", "entropy", "clipped"):
-                        totals[key] += float(getattr(terms, key))
-                    totals["tokens"] += terms.tokens
-                grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                totals["grad_norm"] += float(grad_norm)
-                totals["updates"] += 1
-        tokens = max(totals["tokens"], 1.0)
-        return {
-            "policy_loss": totals["policy"] / tokens,
-            "kl": totals["kl"] / tokens,
-            "entropy": totals["entropy"] / tokens,
-            "clip_fraction": totals["clipped"] / tokens,
-            "grad_norm": totals["grad_norm"] / max(totals["updates"], 1.0),
-            "updates": totals["updates"],
-        }
+        inputs = _LossInputs(trajectories, advantages, old_logp, ref_logp)
+        totals = _LossTotals()
+        for rows in mini_batches * config.ppo_epochs:  # every mini-batch once per epoch, in order
+            self._update(inputs, rows, totals)
+        return totals.means()
 
+    def _update(self, inputs: _LossInputs, rows: list[int], totals: _LossTotals) -> None:
+        """One AdamW update on a mini-batch: the loss accumulated over its micro-batches, gradients synced on the last."""
+        normaliser = self._loss_normaliser(inputs.trajectories, rows)
+        size = self.config.micro_batch_size
+        chunks = [rows[k : k + size] for k in range(0, len(rows), size)]
+        for c, chunk in enumerate(chunks):
+            sync = c == len(chunks) - 1
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+                terms = self._micro_batch_loss(inputs, chunk, normaliser)
+                self.accelerator.backward(terms.loss)
+            totals.add(terms)
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals.grad_norm += float(grad_norm)
+        totals.updates += 1
+
+    def _loss_normaliser(self, trajectories: list[Trajectory], rows: list[int]) -> float:
+        """What this process divides its summed token losses by so that the update is the global token-mean."""
+        local_tokens = sum(sum(trajectories[i].loss_mask) for i in rows)
+        global_tokens = self.accelerator.reduce(torch.tensor(float(local_tokens), device=self.accelerator.device), reduction="sum").item()
+        # DDP averages gradients over processes; multiplying by their number turns
+        # that average back into the sum, so the result is the global token-mean.
+        return max(global_tokens, 1.0) / self.world
+
+    def _micro_batch_loss(self, inputs: _LossInputs, chunk: list[int], normaliser: float) -> LossTerms:
+        """The MGPO loss of the trajectories ``chunk`` indexes, under the policy as it is now (with gradients)."""
+        config = self.config
+        logp, ent = self._logprobs(self.model, [inputs.trajectories[i] for i in chunk], True, True)
+        logp_cat = torch.cat(logp)
+        old = torch.cat([inputs.old_logp[i] for i in chunk]) if inputs.old_logp is not None else logp_cat.detach()
+        ref = torch.cat([inputs.ref_logp[i] for i in chunk]) if inputs.ref_logp[0] is not None else None
+        adv = torch.cat([inputs.advantages[i].expand(len(logp[k])) for k, i in enumerate(chunk)]).to(logp_cat.device)
+        return mgpo_token_loss(
+            logp_cat,
+            old,
+            ref,
+            torch.cat(ent),  # type: ignore[arg-type]
+            adv,
+            clip_ratio=config.clip_ratio,
+            kl_coef=config.kl_coef,
+            entropy_coef=config.entropy_coef,
+            normaliser=normaliser,
+        )
+
+    # ----------------------------------------------------------------- metrics
     def _metrics(self, trajectories: list[Trajectory], rewards: torch.Tensor, flat_groups: int, stats: dict[str, float], times: dict[str, float], drift: list[int]) -> dict[str, Any]:
         from mgpo_env.geometry import box_area, contains, iou
 
@@ -420,15 +535,6 @@ class MGPOTrainer:
             metrics["token_drift_rate"] = ratio("drift_rows", "drift_count")
         return metrics
 
-    def _tensorboard(self) -> Any:
-        if not (self.config.tensorboard and self.accelerator.is_main_process):
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard not installed: JSONL is still written
-            return None
-        return SummaryWriter(str(self.output_dir / "tensorboard"))
-
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Optional[Path]:
         """Write ``checkpoints/step-N`` atomically (a temp folder renamed when complete)."""
@@ -485,6 +591,15 @@ def latest_checkpoint(output_dir: Path) -> Optional[Path]:
         return None
     checkpoints = sorted(p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists())
     return checkpoints[-1] if checkpoints else None
+
+
+def _make_accelerator(config: MGPOConfig) -> Any:
+    """accelerate's Accelerator: on the CPU where there is no GPU, with FSDP where the config asks for it."""
+    from accelerate import Accelerator
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin() if config.distributed == "fsdp" else None
+    return Accelerator(cpu=not torch.cuda.is_available(), fsdp_plugin=plugin)
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:
