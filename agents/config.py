@@ -169,6 +169,9 @@ class MGPOConfig:
         return cls(**data)
 
 
+# The tiny-cpu preset's synthetic task; training and evaluation draw different samples of it.
+_TINY_TASK = {"canvas_size": 1792, "target_size": 96, "grid": 8, "checker_square": 4, "glyph_cell": 6, "shape_size": 24, "clutter": 30}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The published settings (mgpo-reference.md): Qwen2.5-VL-7B, 21K MME-RealWorld questions,
     # 512 prompts x 8 rollouts a step, mini-batches of 128 prompts, lr 1e-6, 8 GPUs.
@@ -198,7 +201,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny-cpu": dict(
         model="builtin:tiny",
         dataset="synthetic",
-        dataset_kwargs={"num_samples": 256, "canvas_size": 1792, "target_size": 96, "grid": 8, "checker_square": 4, "glyph_cell": 6, "shape_size": 24, "clutter": 30},
+        dataset_kwargs={"num_samples": 256, **_TINY_TASK},
         protocol="two_turn",
         min_pixels=32 * 28 * 28,
         max_pixels=64 * 28 * 28,
@@ -215,7 +218,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         dtype="float32",
         torch_threads=1,
         eval_dataset="synthetic",
-        eval_dataset_kwargs={"num_samples": 32, "seed": 1, "canvas_size": 1792, "target_size": 96, "grid": 8, "checker_square": 4, "glyph_cell": 6, "shape_size": 24, "clutter": 30},
+        eval_dataset_kwargs={"num_samples": 32, "seed": 1, **_TINY_TASK},
         eval_samples=16,
     ),
 }

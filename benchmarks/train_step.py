@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -47,21 +46,19 @@ def _reset_peak() -> None:
 
 
 def worker(vocab: str, head: str, steps: int, max_new_tokens: int) -> dict:
-    import torch
-
-    from mgpo_agents.config import MGPOConfig
+    from mgpo_agents.config import PRESETS, preset
     from mgpo_agents.tiny_model import build_tiny_qwen25vl
     from mgpo_agents.trainer import MGPOTrainer
 
     work = Path(tempfile.mkdtemp(prefix="mgpo-bench-"))
     model_dir = build_tiny_qwen25vl(work / "model", vocab=vocab, seed=0)
-    config = MGPOConfig(
+    # The tiny-cpu preset (G = 8, float32, 1 torch thread) with one question a step and larger images.
+    config = preset(
+        "tiny-cpu",
         model=str(model_dir),
-        dataset="synthetic",
-        dataset_kwargs={"num_samples": 16, "canvas_size": 1792, "target_size": 96, "grid": 8, "checker_square": 4, "clutter": 30},
+        dataset_kwargs={**PRESETS["tiny-cpu"]["dataset_kwargs"], "num_samples": 16},
         min_pixels=64 * 28 * 28,
         max_pixels=256 * 28 * 28,
-        group_size=8,
         prompts_per_step=1,
         mini_batch_prompts=1,
         micro_batch_size=8,
@@ -72,8 +69,6 @@ def worker(vocab: str, head: str, steps: int, max_new_tokens: int) -> dict:
         tensorboard=False,
         output_dir=str(work / "run"),
         lm_head_at_loss_positions=head == "loss_positions",
-        dtype="float32",
-        torch_threads=1,  # two threads on a shared 2-core machine were far slower on small matrices
     )
     trainer = MGPOTrainer(config)
     trainer.train_step()  # warm-up

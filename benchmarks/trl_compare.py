@@ -42,16 +42,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from mgpo_agents.config import preset
+
 RESULTS = Path(__file__).resolve().parent / "results"
+# Ours trains with the tiny-cpu preset's settings (G = 8, 2 prompts a step in one update, lr 1e-4, KL 0.01,
+# float32, 1 torch thread), TRL with the same numbers; both on a smaller task and image budget than the preset's.
+TINY = preset("tiny-cpu")
 DATASET_KWARGS = {"num_samples": 32, "canvas_size": 1024, "target_size": 64, "clutter": 10}
 MIN_PIXELS = 16 * 28 * 28
 MAX_PIXELS = 36 * 28 * 28
-GROUP = 8
-PROMPTS = 2
+GROUP = TINY.group_size
+PROMPTS = TINY.prompts_per_step
 MAX_NEW = 32
 SIDES = ("ours", "ours-every-copy", "trl")
-KL = 0.01
-LR = 1e-4
+KL = TINY.kl_coef
+LR = TINY.learning_rate
 
 
 def _stop_ids(processor, model) -> list[int]:
@@ -69,31 +74,19 @@ def run_ours(model_dir: str, steps: int, encode_images_once: bool = True) -> dic
     from transformers import SuppressTokensLogitsProcessor
 
     torch.set_num_threads(1)
-    from mgpo_agents.config import MGPOConfig
     from mgpo_agents.qwen_processor import image_token_id
     from mgpo_agents.trainer import MGPOTrainer
 
     work = Path(tempfile.mkdtemp(prefix="trl-compare-ours-"))
-    config = MGPOConfig(
+    config = preset(
+        "tiny-cpu",
         model=model_dir,
-        dataset="synthetic",
         dataset_kwargs=DATASET_KWARGS,
         protocol="single_turn",
         min_pixels=MIN_PIXELS,
         max_pixels=MAX_PIXELS,
-        group_size=GROUP,
-        prompts_per_step=PROMPTS,
-        mini_batch_prompts=PROMPTS,
-        micro_batch_size=GROUP * PROMPTS,
         max_new_tokens=MAX_NEW,
-        temperature=1.0,
-        top_p=1.0,
-        kl_coef=KL,
         entropy_coef=0.0,  # TRL's entropy_coef defaults to 0 (entropies are still computed on both sides)
-        learning_rate=LR,
-        max_grad_norm=1.0,
-        dtype="float32",
-        torch_threads=1,
         tensorboard=False,
         steps=steps + 1,
         save_every=10_000,
@@ -195,12 +188,12 @@ def run_trl(model_dir: str, steps: int, checkpointing: bool = False) -> dict:
         num_generations=GROUP,
         num_iterations=1,
         max_completion_length=MAX_NEW,
-        temperature=1.0,
-        top_p=1.0,
+        temperature=TINY.temperature,
+        top_p=TINY.top_p,
         beta=KL,
         learning_rate=LR,
         lr_scheduler_type="constant",
-        max_grad_norm=1.0,
+        max_grad_norm=TINY.max_grad_norm,
         max_steps=steps + 1,
         logging_steps=1,
         report_to=[],
@@ -408,7 +401,8 @@ def main() -> int:
         f"environment writes them (system + question + options + image); images fitted to min/max pixels {MIN_PIXELS}/{MAX_PIXELS} "
         f"(= 36*28*28) by the environment before either side sees them: {extra.get('image_size')} pixels, the same visual tokens on both sides",
         f"* group size {GROUP}, {PROMPTS} prompts per step = {GROUP * PROMPTS} completions, one optimiser step per batch "
-        f"(ours: mini_batch_prompts={PROMPTS}, micro_batch_size={GROUP * PROMPTS}, ppo_epochs=1; TRL: per_device_train_batch_size={GROUP * PROMPTS}, "
+        f"(ours: mini_batch_prompts={TINY.mini_batch_prompts}, micro_batch_size={TINY.micro_batch_size}, ppo_epochs={TINY.ppo_epochs}; "
+        f"TRL: per_device_train_batch_size={GROUP * PROMPTS}, "
         "gradient_accumulation_steps=1, num_iterations=1)",
         f"* completions: max {MAX_NEW} new tokens (ours max_new_tokens, TRL max_completion_length), temperature 1, top_p 1; "
         "stop tokens and the image token suppressed on both sides (ours: a `SuppressTokensLogitsProcessor` via the engine's "

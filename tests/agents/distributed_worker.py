@@ -1,10 +1,11 @@
-"""Run by tests/test_trainer.py under `accelerate launch` (2 processes) or plain python (1).
+"""Run by tests/agents/test_trainer.py under `accelerate launch` (2 processes) or plain python (1).
 
-Trains 2 steps of 2 questions x 4 rollouts with the tiny model, then every rank
-saves its weights, so the test can compare ranks with each other and with a
-single-process run of the same global batch.
+Usage: ``distributed_worker.py CONFIG OUTPUT``. Trains the saved config (the test's tiny
+training config, which it writes) into OUTPUT, then every rank saves its weights, so the
+test can compare ranks with each other and with a single-process run of the same global batch.
 """
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -15,26 +16,8 @@ from mgpo_agents.trainer import MGPOTrainer
 
 
 def main() -> None:
-    output = Path(sys.argv[1])
-    config = MGPOConfig(
-        model="builtin:tiny",
-        dataset="synthetic",
-        dataset_kwargs={"num_samples": 8, "canvas_size": 1024, "target_size": 64, "clutter": 10},
-        min_pixels=16 * 28 * 28,
-        max_pixels=36 * 28 * 28,
-        group_size=4,
-        prompts_per_step=2,
-        mini_batch_prompts=2,
-        micro_batch_size=2,
-        max_new_tokens=6,
-        learning_rate=1e-3,
-        kl_coef=0.01,
-        steps=2,
-        save_every=100,
-        tensorboard=False,
-        output_dir=str(output),
-        dtype="float32",
-    )
+    output = Path(sys.argv[2])
+    config = dataclasses.replace(MGPOConfig.load(Path(sys.argv[1])), output_dir=str(output))
     trainer = MGPOTrainer(config)
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.accelerator.is_main_process:

@@ -25,9 +25,6 @@ from mgpo_agents.qwen_processor import load_model, load_processor  # noqa: E402
 from mgpo_agents.rollout import RolloutEngine  # noqa: E402
 from mgpo_agents.tiny_model import build_tiny_qwen25vl  # noqa: E402
 
-TASK = {"num_samples": 8, "canvas_size": 1024, "target_size": 64, "clutter": 10}
-PIXELS = {"min_pixels": 16 * 28 * 28, "max_pixels": 36 * 28 * 28}
-
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
@@ -73,8 +70,14 @@ def box_reply(trajectory, turn):
     return "It is \\boxed{A}"
 
 
-def make_engine(model, processor, reply_for, protocol="two_turn"):
-    make = lambda: gym.make("mgpo/HighResVQA-v0", dataset_kwargs=TASK, protocol=protocol, **PIXELS)  # noqa: E731
+def env_maker(config, **kwargs):
+    """Environments on the task and image budget of a training ``config``."""
+    budget = {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
+    return lambda: gym.make("mgpo/HighResVQA-v0", dataset_kwargs=config.dataset_kwargs, **budget, **kwargs)
+
+
+def make_engine(model, processor, reply_for, config, protocol="two_turn"):
+    make = env_maker(config, protocol=protocol)
     return RolloutEngine(model, processor, make, max_new_tokens=40, extra_logits_processors=forcing(processor, reply_for))
 
 
@@ -108,9 +111,9 @@ def test_mgpo_token_loss_by_hand():
 
 
 # ---------------------------------------------------- token-exact trajectories
-def test_training_logprobs_equal_generation_logprobs_across_turns(tiny):
+def test_training_logprobs_equal_generation_logprobs_across_turns(tiny, tiny_training_config):
     model, processor = tiny
-    engine = make_engine(model, processor, box_reply)
+    engine = make_engine(model, processor, box_reply, tiny_training_config())
     result = engine.run([0, 3], group_size=3, greedy=True, check_drift=True)
     trajectories = result.trajectories
     assert all(t.info["box_valid"] for t in trajectories)
@@ -127,9 +130,9 @@ def test_training_logprobs_equal_generation_logprobs_across_turns(tiny):
     assert result.drift == [0] * len(trajectories)
 
 
-def test_loss_mask_gives_environment_and_prompt_tokens_zero_gradient(tiny):
+def test_loss_mask_gives_environment_and_prompt_tokens_zero_gradient(tiny, tiny_training_config):
     model, processor = tiny
-    engine = make_engine(model, processor, box_reply)
+    engine = make_engine(model, processor, box_reply, tiny_training_config())
     trajectories = engine.run([1], group_size=2, greedy=True).trajectories
     batch = pack(trajectories, processor.tokenizer.pad_token_id, engine.tokens.image_token_id)
     mask = torch.tensor([t.loss_mask + [0] * (batch.predicts_generated.shape[1] - len(t.loss_mask)) for t in trajectories])
@@ -156,34 +159,10 @@ def test_loss_mask_gives_environment_and_prompt_tokens_zero_gradient(tiny):
 
 
 # ----------------------------------------------------------------- learning
-def tiny_config(tmp_path, **overrides) -> MGPOConfig:
-    values = dict(
-        model="builtin:tiny",
-        dataset="synthetic",
-        dataset_kwargs=TASK,
-        protocol="two_turn",
-        group_size=4,
-        prompts_per_step=1,
-        mini_batch_prompts=1,
-        micro_batch_size=4,
-        max_new_tokens=6,
-        learning_rate=1e-3,
-        kl_coef=0.01,
-        steps=2,
-        save_every=1,
-        output_dir=str(tmp_path / "run"),
-        tensorboard=False,
-        dtype="float32",
-        **PIXELS,
-    )
-    values.update(overrides)
-    return MGPOConfig(**values)
-
-
-def test_a_few_steps_move_the_policy_towards_the_advantage(tmp_path):
+def test_a_few_steps_move_the_policy_towards_the_advantage(tiny_training_config):
     from mgpo_agents.trainer import MGPOTrainer
 
-    config = tiny_config(tmp_path, protocol="single_turn", steps=3, max_new_tokens=12, group_size=4)
+    config = tiny_training_config(protocol="single_turn", steps=3, max_new_tokens=12)
     trainer = MGPOTrainer(config)
     dataset = trainer.dataset
 
@@ -215,18 +194,18 @@ def test_a_few_steps_move_the_policy_towards_the_advantage(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, tiny_training_config):
     from mgpo_agents.trainer import MGPOTrainer
 
-    straight = MGPOTrainer(tiny_config(tmp_path / "a", steps=4))
+    straight = MGPOTrainer(tiny_training_config(tmp_path / "a", steps=4))
     straight.train(progress=False)
 
-    first = MGPOTrainer(tiny_config(tmp_path / "b", steps=2))
+    first = MGPOTrainer(tiny_training_config(tmp_path / "b", steps=2))
     first.train(progress=False)
     checkpoint = Path(first.config.output_dir) / "checkpoints" / "step-000002"
     assert (checkpoint / "model.safetensors").exists() and (checkpoint / "optimizer.pt").exists()
     del first
-    resumed = MGPOTrainer(tiny_config(tmp_path / "b", steps=4))
+    resumed = MGPOTrainer(tiny_training_config(tmp_path / "b", steps=4))
     resumed.load_checkpoint()
     assert resumed.step == 2
     resumed.train(progress=False)
@@ -242,17 +221,19 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, tiny_training_config):
+    # 2 steps of 2 questions x 4 rollouts: each of the two processes plays one question a step.
+    config = tiny_training_config(prompts_per_step=2, mini_batch_prompts=2, micro_batch_size=2, save_every=100)
+    config_file = tmp_path / "config.json"
+    config.save(config_file)
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    accelerate = Path(sys.executable).with_name("accelerate")
-    common = ["--output", str(tmp_path / "{name}")]
-    two = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(WORKER), str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(WORKER), str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=900)
-    assert one.returncode == 0, one.stderr[-3000:]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    two_processes = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    two_processes += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    for name, launcher in (("two", two_processes), ("one", [sys.executable])):
+        command = [*launcher, str(WORKER), str(config_file), str(tmp_path / name)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
     rank0 = torch.load(tmp_path / "two" / "weights-rank0.pt")
     rank1 = torch.load(tmp_path / "two" / "weights-rank1.pt")
     single = torch.load(tmp_path / "one" / "weights-rank0.pt")
@@ -308,7 +289,7 @@ def test_cli_flags_come_from_the_dataclass():
     assert "--kl-coef" in help_text and "KL penalty" in help_text
 
 
-def test_replies_never_contain_image_or_vision_tokens(tiny):
+def test_replies_never_contain_image_or_vision_tokens(tiny, tiny_training_config):
     """An untrained model may sample <|image_pad|>; the engine must never let it into a reply."""
     model, processor = tiny
     image_pad = processor.image_token_id
@@ -317,8 +298,7 @@ def test_replies_never_contain_image_or_vision_tokens(tiny):
         def __call__(self, input_ids, scores):
             return scores
 
-    make = lambda: gym.make("mgpo/HighResVQA-v0", dataset_kwargs=TASK, **PIXELS)  # noqa: E731
-    engine = RolloutEngine(model, processor, make, max_new_tokens=8)
+    engine = RolloutEngine(model, processor, env_maker(tiny_training_config()), max_new_tokens=8)
     bias = torch.zeros(model.config.text_config.vocab_size)
     bias[image_pad] = 1e4
     original = model.lm_head.forward
