@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     store_episode = None
     if args.save_episodes:
-        from mgpo_tools.episode_store import EpisodeStore, record_from_env
+        from mgpo_tools.episode_store import EpisodeStore
+        from mgpo_tools.recording import record_from_env
 
         store = EpisodeStore(args.output / "episodes")
         store_episode = lambda env, trajectory: store.add(record_from_env(env, split="eval"))  # noqa: E731

@@ -380,7 +380,7 @@ class MGPOTrainer:
         return metrics
 
     def _store_episode(self, env: gym.Env, trajectory: Trajectory) -> None:
-        from mgpo_tools.episode_store import record_from_env
+        from mgpo_tools.recording import record_from_env
 
         self.episode_store.add(record_from_env(env, step=self.step, split="train", extra={"group": trajectory.group, "rollout": trajectory.rollout}))
 

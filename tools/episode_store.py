@@ -69,12 +69,6 @@ from PIL import Image
 
 from .episode_record import FORMAT_VERSION, EpisodeRecord, StoredImage
 
-# Re-exported so that imports from this module written before the record format and the
-# recording loops moved out (agents/, benchmarks/) keep working; new code imports these
-# from mgpo_tools.episode_record and mgpo_tools.recording, where they are defined.
-from .episode_record import IMAGE_MARKER, ChatMessage, ContentPart, GroundingEntry, ImageKind, Overlay, image_hash  # noqa: F401
-from .recording import RecordEpisodes, play_episodes, record_from_env  # noqa: F401
-
 __all__ = [
     "EPISODES_FILE",
     "FORMAT_NAME",
@@ -82,20 +76,6 @@ __all__ = [
     "META_FILE",
     "EpisodeStore",
     "StoreWarning",
-    # re-exported (see above)
-    "FORMAT_VERSION",
-    "IMAGE_MARKER",
-    "ChatMessage",
-    "ContentPart",
-    "EpisodeRecord",
-    "GroundingEntry",
-    "ImageKind",
-    "Overlay",
-    "RecordEpisodes",
-    "StoredImage",
-    "image_hash",
-    "play_episodes",
-    "record_from_env",
 ]
 
 FORMAT_NAME = "mgpo-episodes"

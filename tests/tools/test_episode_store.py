@@ -247,17 +247,6 @@ def test_store_docstring_describes_the_layout():
         assert name.lower() in doc.lower()
 
 
-def test_names_that_moved_out_are_still_importable_from_the_store():
-    """agents/ and benchmarks/ import the record format and the recording loops from episode_store."""
-    moved = {
-        mgpo_tools.episode_record: ("FORMAT_VERSION", "IMAGE_MARKER", "ChatMessage", "ContentPart", "EpisodeRecord", "GroundingEntry", "Overlay", "StoredImage", "image_hash"),
-        mgpo_tools.recording: ("RecordEpisodes", "play_episodes", "record_from_env"),
-    }
-    for module, names in moved.items():
-        for name in names:
-            assert name in mgpo_tools.episode_store.__all__ and getattr(mgpo_tools.episode_store, name) is getattr(module, name), name
-
-
 def test_paths_are_sharded_by_hash_prefix(tmp_path):
     store = EpisodeStore(tmp_path)
     path = store.image_path("ab" + "0" * 62)
