@@ -1,4 +1,4 @@
-"""What every dataset loader shares: the loaded sequence, bad-row handling, image refs.
+"""What every dataset loader shares: the loaded sequence, bad-row handling, file reading, image refs.
 
 Each loader in :mod:`mgpo_datasets` (V* Bench, MME-RealWorld, HR-Bench, JSONL, Hugging
 Face) reads its files once, turns every row into a :class:`~mgpo_datasets.sample.Sample`
@@ -17,6 +17,11 @@ Bad rows. Every loader takes ``on_error``:
 
 Problems with the file itself (missing, not JSON, no header) always raise.
 
+Reading. The loaders read their files through :func:`require_file`,
+:func:`read_json` (one JSON document) and :func:`read_json_lines` (one row a
+line), and name rows with :func:`name_row`, so a bad file or row is reported
+the same way whichever loader met it.
+
 Example:
     >>> from .sample import Sample
     >>> collector = RowCollector("demo.jsonl", on_error="skip", spec="jsonl:demo.jsonl")
@@ -32,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -247,6 +253,89 @@ def _reason(error: BaseException) -> str:
     # Sample's own messages start with "sample 'id': "; the row description says it better.
     match = re.match(r"^sample '[^']*': ", text)
     return text[match.end():] if match else text or type(error).__name__
+
+
+# ---------------------------------------------------------------------------
+# Reading files and naming rows
+
+
+def require_file(path: Path, what: str) -> None:
+    """Raise :class:`DataError` ``"WHAT 'PATH' does not exist"`` unless ``path`` is a file.
+
+    Loaders check before reading so that a wrong path is reported as the kind of
+    file the loader expected ("JSONL file", "annotation"), not as a bare
+    ``FileNotFoundError`` from inside a reader.
+    """
+    if not path.is_file():
+        raise DataError(f"{what} {str(path)!r} does not exist")
+
+
+_JSON_KINDS: dict[type, str] = {dict: "a JSON object", list: "a JSON list"}
+
+
+def read_json(path: Path, what: str, expect: type = dict, expected: str = "") -> Any:
+    """The JSON document in ``path``, checked to be an ``expect`` (``dict`` or ``list``).
+
+    Every problem is a :class:`DataError` that names the file as ``what``: it is
+    missing, unreadable, not JSON (the message keeps json's line and column), or
+    holds the wrong kind of value (``expected`` describes the right one, e.g.
+    ``"a JSON list of records"``). One reader keeps these messages the same in
+    every loader that reads a JSON file.
+    """
+    require_file(path, what)
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = json.load(file)
+    except (OSError, ValueError) as error:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        raise DataError(f"{what} {str(path)!r} is not readable JSON: {error}") from error
+    if not isinstance(value, expect):
+        raise DataError(f"{what} {str(path)!r} must hold {expected or _JSON_KINDS[expect]}, got {type(value).__name__}")
+    return value
+
+
+def read_json_lines(path: Path, collector: RowCollector, id_key: str) -> Iterator[tuple[int, str, Any]]:
+    """Each non-blank line of a JSON Lines file as ``(line number, where, parsed value)``.
+
+    ``where`` is ``"FILE, line N"`` plus the row's ``id_key`` when it has one
+    (:func:`name_row`), for the row's error messages. A line that is not JSON goes
+    to ``collector.reject`` and is not yielded: with ``on_error="raise"`` it stops
+    the load naming the file and line, with ``"skip"`` one broken line does not
+    cost the rest of the file. The file is read one line at a time.
+    """
+    with open(path, encoding="utf-8") as file:
+        for line_number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {line_number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                collector.reject(where, f"not valid JSON: {error}")
+                continue
+            yield line_number, name_row(where, row, id_key), row
+
+
+def name_row(where: str, row: Any, key: Optional[str], label: str = "") -> str:
+    """``where`` plus ``" (LABEL VALUE)"`` when ``row`` is a dict with a non-null ``row[key]``.
+
+    The id a user would search the file for (``question_id``, ``Question_id``, ``id``)
+    is often quicker to find than a line or record number. ``label`` defaults to ``key``.
+    """
+    if key is None or not isinstance(row, dict) or row.get(key) is None:
+        return where
+    return f"{where} ({label or key} {row[key]!r})"
+
+
+def image_root_for(path: Path, image_root: Optional[Union[str, Path]]) -> Path:
+    """The folder the image paths in ``path`` are relative to: ``image_root``, else the file's own folder.
+
+    Checked to be a directory now, so a wrong ``image_root`` is one error at load
+    time instead of a "does not exist" for every row.
+    """
+    root = Path(image_root) if image_root is not None else path.parent
+    if not root.is_dir():
+        raise DataError(f"image root {str(root)!r} for {str(path)!r} is not a directory")
+    return root
 
 
 # ---------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from PIL import Image, UnidentifiedImageError
 from .image_files import ImageLoadError, resolve_inside
 from .sample import DataError, Sample
 
-from .dataset_base import FileImage, LoadedDataset, RowCollector, check_on_error, optional_str, parse_boxes
+from .dataset_base import FileImage, LoadedDataset, RowCollector, check_on_error, name_row, optional_str, parse_boxes
 
 DEFAULT_COLUMNS = {
     "image_column": "image",
@@ -237,10 +237,8 @@ def load_hf_dataset(
     collector = RowCollector(source, on_error=on_error, spec=f"hf:{source}" if from_disk else "")
     for i in range(len(dataset)):
         row = {name: values[i] for name, values in table.items()}
-        where = f"{source}, row {i}"
+        where = name_row(f"{source}, row {i}", row, optional["id_column"], "id")
         id_value = row.get(optional["id_column"]) if optional["id_column"] else None
-        if id_value is not None:
-            where = f"{where} (id {id_value!r})"
 
         def make(i: int = i, row: dict[str, Any] = row, where: str = where, id_value: Any = id_value) -> Sample:
             if image_is_path:

@@ -46,7 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from .image_files import ImageLoadError
 from .sample import DataError, Sample
 
-from .dataset_base import LoadedDataset, RowCollector, check_on_error, optional_str, parse_answer_letter
+from .dataset_base import LoadedDataset, RowCollector, check_on_error, optional_str, parse_answer_letter, require_file
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("index", "question", "answer", "image")
 # VLMEvalKit writes a short cell (another row's index) instead of repeating an image.
@@ -296,8 +296,7 @@ def load_hr_bench(tsv_file: Union[str, Path], *, on_error: str = "raise") -> Loa
     """
     check_on_error(on_error)
     path = Path(tsv_file)
-    if not path.is_file():
-        raise DataError(f"HR-Bench file {str(path)!r} does not exist")
+    require_file(path, "HR-Bench file")
     collector = RowCollector(str(path), on_error=on_error, spec=f"hr-bench:{path}")
     rows: list[_Row] = []
     with open(path, "rb") as file:

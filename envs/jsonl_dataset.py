@@ -36,13 +36,23 @@ Example (``data/train.jsonl`` with ``data/images/0001.jpg``)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from .sample import DataError, Sample
 
-from .dataset_base import FileImage, LoadedDataset, RowCollector, check_on_error, optional_str, parse_boxes, resolve_image_path
+from .dataset_base import (
+    FileImage,
+    LoadedDataset,
+    RowCollector,
+    check_on_error,
+    image_root_for,
+    optional_str,
+    parse_boxes,
+    read_json_lines,
+    require_file,
+    resolve_image_path,
+)
 
 KNOWN_KEYS = frozenset({"image", "question", "answer", "choices", "boxes", "bbox_xywh", "id", "category", "metadata"})
 
@@ -64,25 +74,11 @@ def load_jsonl(
     """
     check_on_error(on_error)
     path = Path(file)
-    if not path.is_file():
-        raise DataError(f"JSONL file {str(path)!r} does not exist")
-    root = Path(image_root) if image_root is not None else path.parent
-    if not root.is_dir():
-        raise DataError(f"image root {str(root)!r} for {str(path)!r} is not a directory")
+    require_file(path, "JSONL file")
+    root = image_root_for(path, image_root)
     collector = RowCollector(str(path), on_error=on_error, spec=f"jsonl:{path}")
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                collector.reject(where, f"not valid JSON: {error}")
-                continue
-            if isinstance(row, dict) and row.get("id") is not None:
-                where = f"{where} (id {row['id']!r})"
-            collector.add(where, _row, row, root, f"{path.stem}:{line_number}", where, check_files)
+    for line_number, where, row in read_json_lines(path, collector, "id"):
+        collector.add(where, _row, row, root, f"{path.stem}:{line_number}", where, check_files)
     return collector.finish()
 
 

@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -43,8 +42,11 @@ from .dataset_base import (
     LoadedDataset,
     RowCollector,
     check_on_error,
+    image_root_for,
+    name_row,
     optional_str,
     parse_answer_letter,
+    read_json,
     resolve_image_path,
     split_question_and_options,
     strip_option_prefix,
@@ -75,23 +77,11 @@ def load_mme_realworld(
     if category_from not in CATEGORY_FROM:
         raise ValueError(f"category_from must be one of {', '.join(CATEGORY_FROM)}, got {category_from!r}")
     path = Path(json_file)
-    if not path.is_file():
-        raise DataError(f"MME-RealWorld file {str(path)!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as file:
-            records = json.load(file)
-    except (OSError, ValueError) as error:
-        raise DataError(f"MME-RealWorld file {str(path)!r} is not readable JSON: {error}") from error
-    if not isinstance(records, list):
-        raise DataError(f"MME-RealWorld file {str(path)!r} must hold a JSON list of records, got {type(records).__name__}")
-    root = Path(image_root) if image_root is not None else path.parent
-    if not root.is_dir():
-        raise DataError(f"image root {str(root)!r} for {str(path)!r} is not a directory")
+    records = read_json(path, "MME-RealWorld file", list, "a JSON list of records")
+    root = image_root_for(path, image_root)
     collector = RowCollector(str(path), on_error=on_error, spec=f"mme-realworld:{path}")
     for index, record in enumerate(records):
-        where = f"{path}, record {index}"
-        if isinstance(record, dict) and record.get("Question_id") is not None:
-            where = f"{where} (Question_id {record['Question_id']!r})"
+        where = name_row(f"{path}, record {index}", record, "Question_id")
         collector.add(where, _record, record, index, root, where, category_from, check_files)
     return collector.finish()
 

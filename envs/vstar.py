@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional, Union
 
@@ -51,6 +50,8 @@ from .dataset_base import (
     check_on_error,
     parse_answer_letter,
     parse_boxes,
+    read_json,
+    read_json_lines,
     resolve_image_path,
     shuffle_choices,
     split_question_and_options,
@@ -106,19 +107,8 @@ def _from_questions_file(
     root: Path, questions: Path, collector: RowCollector, seed: Optional[int], check_files: bool
 ) -> None:
     used_ids: set[str] = set()
-    with open(questions, encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            where = f"{questions}, line {line_number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                collector.reject(where, f"not valid JSON: {error}")
-                continue
-            if isinstance(row, dict) and "question_id" in row:
-                where = f"{where} (question_id {row['question_id']!r})"
-            collector.add(where, _question_row, root, row, where, used_ids, seed, check_files)
+    for _, where, row in read_json_lines(questions, collector, "question_id"):
+        collector.add(where, _question_row, root, row, where, used_ids, seed, check_files)
 
 
 def _question_row(
@@ -222,15 +212,11 @@ def _annotation_row(
 
 
 def _read_annotation(path: Path, *, required: bool) -> Optional[dict[str, Any]]:
-    if not path.is_file():
-        if required:
-            raise DataError(f"annotation {str(path)!r} does not exist")
+    """The image's ``NAME.json``; ``None`` when it is absent and not ``required``.
+
+    With a questions file the annotation only adds boxes, so a question without
+    one is still a usable sample.
+    """
+    if not required and not path.is_file():
         return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            annotation = json.load(file)
-    except (OSError, ValueError) as error:
-        raise DataError(f"annotation {str(path)!r} is not readable JSON: {error}") from error
-    if not isinstance(annotation, dict):
-        raise DataError(f"annotation {str(path)!r} must hold a JSON object, got {type(annotation).__name__}")
-    return annotation
+    return read_json(path, "annotation", dict)
