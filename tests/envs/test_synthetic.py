@@ -1,14 +1,19 @@
-"""The built-in synthetic task: determinism, balance, and the hidden-in-the-view property."""
+"""The built-in synthetic task: determinism, balance, the hidden-in-the-view property, and cell-placed targets."""
 
 from collections import Counter
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mgpo_env.image_budget import ImageBudget, resize_to_budget
 from mgpo_datasets.synthetic import COLOUR_PAIRS, GLYPHS, SyntheticTask, render_layout
+
+# Knobs the emergence experiment (benchmarks/emergence) uses: each target inside one of cells x cells cells, options in a fixed order.
+CELL_TASK = dict(canvas_size=1792, target_size=128, grid=8, checker_square=4, clutter=10, cells=4, question_types=["colour"], shuffle_choices=False)
 
 
 def test_samples_are_deterministic_and_depend_on_the_seed():
@@ -103,3 +108,28 @@ def test_index_of_and_bad_indices():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         SyntheticTask(**kwargs)
+
+
+# --------------------------------------------- cell-placed targets, unshuffled choices
+@settings(max_examples=40, deadline=None)
+@given(index=st.integers(0, 499), cells=st.sampled_from([2, 3, 4]), seed=st.integers(0, 5))
+def test_cell_placed_targets_lie_inside_one_cell(index, cells, seed):
+    task = SyntheticTask(500, seed=seed, **{**CELL_TASK, "cells": cells})
+    x1, y1, x2, y2 = task[index].target_box
+    side = 1792 // cells
+    assert x1 // side == (x2 - 1) // side and y1 // side == (y2 - 1) // side
+    assert x1 % 8 == 0 and y1 % 8 == 0  # aligned to the grid, so the checker stays hidden in the view
+
+
+def test_unshuffled_choices_keep_one_letter_per_attribute():
+    task = SyntheticTask(200, seed=0, **CELL_TASK)
+    order = list(COLOUR_PAIRS)
+    for i in range(200):
+        sample = task[i]
+        assert list(sample.choices) == order
+        assert sample.answer == "ABCD"[order.index(sample.metadata["attribute"])]
+
+
+def test_cells_too_small_for_the_target_are_refused():
+    with pytest.raises(ValueError, match="cells"):
+        SyntheticTask(10, canvas_size=1024, target_size=200, cells=8)
