@@ -8,6 +8,14 @@ import pytest
 from mgpo_agents.config import MGPOConfig, preset
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2.5-VL folder (random weights, seed 0), built once per test module."""
+    from mgpo_agents.tiny_model import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
 @pytest.fixture
 def tiny_training_config(tmp_path: Path) -> Callable[..., MGPOConfig]:
     """``make(directory=tmp_path, **overrides)``: the ``tiny-cpu`` preset at test size, writing to ``directory / "run"``.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import gymnasium as gym
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +18,8 @@ from mgpo_agents.qwen_processor import load_model, load_processor  # noqa: E402
 from mgpo_agents.rollout import RolloutEngine  # noqa: E402
 from mgpo_agents.shared_images import distinct_images, encode_each_image_once, encodes_each_image_once, vision_tower  # noqa: E402
 
-from test_trainer import PIXELS, TASK, box_reply, forcing, tiny_dir  # noqa: E402,F401  (tiny_dir: a fixture)
+from .forced_rollouts import box_reply, env_maker, forcing  # noqa: E402
+
 
 
 @settings(max_examples=80, deadline=None)
@@ -41,17 +41,17 @@ def test_one_differing_pixel_makes_images_distinct():
 
 
 @pytest.fixture
-def plain_and_shared(tiny_dir):
-    """Two copies of the tiny model: one without the hooks (every copy encoded), one with them."""
+def plain_and_shared(tiny_dir, tiny_training_config):
+    """Two copies of the tiny model: one without the hooks (every copy encoded), one with them; their processor
+    and environments on the trainer tests' task."""
     plain, shared = load_model(tiny_dir), load_model(tiny_dir)
     assert encode_each_image_once(shared) and encode_each_image_once(shared)  # a second install is a no-op
     assert not encodes_each_image_once(plain) and encodes_each_image_once(shared)
     assert len(vision_tower(shared)._forward_pre_hooks) == 1
-    return plain, shared, load_processor(tiny_dir)
+    return plain, shared, load_processor(tiny_dir), env_maker(tiny_training_config())
 
 
-def _engine(model, processor, reply_for=box_reply, *, share=False):
-    make = lambda: gym.make("mgpo/HighResVQA-v0", dataset_kwargs=TASK, **PIXELS)  # noqa: E731
+def _engine(model, processor, make, reply_for=box_reply, *, share=False):
     extra = forcing(processor, reply_for) if reply_for is not None else None
     return RolloutEngine(model, processor, make, max_new_tokens=40, extra_logits_processors=extra, encode_images_once=share)
 
@@ -64,8 +64,8 @@ def _tower_rows(model):
 
 
 def test_training_pass_gives_the_same_logprobs_and_gradients_with_a_fraction_of_the_tower_work(plain_and_shared):
-    plain, shared, processor = plain_and_shared
-    engine = _engine(plain, processor)
+    plain, shared, processor, make = plain_and_shared
+    engine = _engine(plain, processor, make)
     trajectories = engine.run([0, 2], group_size=4, greedy=True).trajectories
     assert not encodes_each_image_once(plain)  # the engine left it as it was
     batch = pack(trajectories, processor.tokenizer.pad_token_id, engine.tokens.image_token_id)
@@ -100,8 +100,8 @@ def test_training_pass_gives_the_same_logprobs_and_gradients_with_a_fraction_of_
 
 def test_a_wrong_expansion_would_be_caught(plain_and_shared, monkeypatch):
     """The comparison above can fail: give each copy the wrong distinct image and it does."""
-    plain, shared, processor = plain_and_shared
-    engine = _engine(plain, processor)
+    plain, shared, processor, make = plain_and_shared
+    engine = _engine(plain, processor, make)
     batch = pack(engine.run([0, 2], group_size=2, greedy=True).trajectories, processor.tokenizer.pad_token_id, engine.tokens.image_token_id)
     real = shared_images._first_equal
 
@@ -120,10 +120,10 @@ def test_a_wrong_expansion_would_be_caught(plain_and_shared, monkeypatch):
 
 
 def test_generation_with_shared_images_writes_the_same_replies(plain_and_shared):
-    plain, shared, processor = plain_and_shared
+    plain, shared, processor, make = plain_and_shared
     rows = _tower_rows(shared)
     # Free greedy decoding (no forced replies): the replies depend on the image features.
-    runs = [_engine(m, processor, None, share=m is shared).run([1], group_size=4, greedy=True).trajectories for m in (plain, shared)]
+    runs = [_engine(m, processor, make, None, share=m is shared).run([1], group_size=4, greedy=True).trajectories for m in (plain, shared)]
     assert not encodes_each_image_once(plain) and encodes_each_image_once(shared)
     without, with_sharing = runs
     assert [t.input_ids for t in without] == [t.input_ids for t in with_sharing]
@@ -134,7 +134,7 @@ def test_generation_with_shared_images_writes_the_same_replies(plain_and_shared)
 
 
 def test_hooks_come_off_and_travel_with_a_deepcopy(plain_and_shared):
-    _, shared, _ = plain_and_shared
+    _, shared, _, _ = plain_and_shared
     copied = copy.deepcopy(shared)  # the trainer's frozen reference is made this way
     assert encodes_each_image_once(copied)
     assert encode_each_image_once(copied, False) and not encodes_each_image_once(copied)

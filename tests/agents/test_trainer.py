@@ -10,70 +10,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gymnasium as gym
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from transformers import LogitsProcessor  # noqa: E402
 
 import mgpo_env  # noqa: E402,F401
 from mgpo_agents.config import MGPOConfig, config_from_args, add_config_arguments, preset  # noqa: E402
 from mgpo_agents.mgpo_loss import group_advantages, mgpo_token_loss, pack, token_logprobs  # noqa: E402
 from mgpo_agents.qwen_processor import load_model, load_processor  # noqa: E402
 from mgpo_agents.rollout import RolloutEngine  # noqa: E402
-from mgpo_agents.tiny_model import build_tiny_qwen25vl  # noqa: E402
+from transformers import LogitsProcessor  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+from .forced_rollouts import box_reply, env_maker, forcing  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_dir):
     torch.manual_seed(0)
     return load_model(tiny_dir), load_processor(tiny_dir)
-
-
-class ForceReplies(LogitsProcessor):
-    """Makes each row of a batch generate exactly the given ids (test-only constrained decoding)."""
-
-    def __init__(self, replies: list[list[int]]) -> None:
-        self.replies = replies
-        self.position = 0
-
-    def __call__(self, input_ids, scores):
-        forced = torch.full_like(scores, float("-inf"))
-        for row, ids in enumerate(self.replies):
-            forced[row, ids[min(self.position, len(ids) - 1)]] = 0.0
-        self.position += 1
-        return forced
-
-
-def forcing(processor, reply_for):
-    """An ``extra_logits_processors`` factory forcing ``reply_for(trajectory, turn)`` + end-of-turn."""
-    tokenizer = processor.tokenizer
-    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-
-    def factory(trajectories, turn):
-        return [ForceReplies([tokenizer.encode(reply_for(t, turn), add_special_tokens=False) + [eos] for t in trajectories])]
-
-    return factory
-
-
-def box_reply(trajectory, turn):
-    if turn == 0:
-        size = 40 + 30 * trajectory.rollout  # different crop sizes per row (the view is 168 px)
-        return f'[{{"bbox_2d": [10, 20, {10 + size}, {20 + size}], "label": "x"}}]'
-    return "It is \\boxed{A}"
-
-
-def env_maker(config, **kwargs):
-    """Environments on the task and image budget of a training ``config``."""
-    budget = {"min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
-    return lambda: gym.make("mgpo/HighResVQA-v0", dataset_kwargs=config.dataset_kwargs, **budget, **kwargs)
 
 
 def make_engine(model, processor, reply_for, config, protocol="two_turn"):

@@ -7,7 +7,7 @@ import json
 
 from mgpo_datasets import data_check
 
-from loader_helpers import make_hr, make_mme, make_vstar, write_jpeg, write_jsonl, write_truncated_jpeg
+from .loader_helpers import make_hr, make_mme, make_vstar, write_jpeg, write_jsonl, write_truncated_jpeg
 
 
 def run_data(*argv):

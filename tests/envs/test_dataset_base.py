@@ -29,7 +29,7 @@ from mgpo_datasets.image_files import ImageLoadError, decode_image
 from mgpo_datasets.jsonl_dataset import load_jsonl
 from mgpo_datasets.sample import DataError, Sample
 
-from loader_helpers import write_jsonl
+from .loader_helpers import write_jsonl
 
 
 class TestBase:

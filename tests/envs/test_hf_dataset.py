@@ -13,7 +13,7 @@ from mgpo_datasets.image_files import decode_image, image_size
 from mgpo_datasets.registry import resolve_dataset
 from mgpo_datasets.sample import DataError
 
-from loader_helpers import episode, jpeg_bytes, write_jpeg
+from .loader_helpers import episode, jpeg_bytes, write_jpeg
 
 datasets = pytest.importorskip("datasets")
 

@@ -12,7 +12,7 @@ from mgpo_datasets.hr_bench import load_hr_bench
 from mgpo_datasets.image_files import ImageLoadError, decode_image, image_size
 from mgpo_datasets.sample import DataError
 
-from loader_helpers import HR_HEADER, b64, episode, hr_row, jpeg_bytes, make_hr, one_bad_row, write_hr_tsv
+from .loader_helpers import HR_HEADER, b64, episode, hr_row, jpeg_bytes, make_hr, one_bad_row, write_hr_tsv
 
 
 class TestHRBench:

@@ -11,7 +11,7 @@ from mgpo_datasets.image_files import decode_image, image_size
 from mgpo_datasets.jsonl_dataset import load_jsonl
 from mgpo_datasets.sample import DataError
 
-from loader_helpers import episode, one_bad_row, write_jpeg, write_jsonl
+from .loader_helpers import episode, one_bad_row, write_jpeg, write_jsonl
 
 
 class TestJSONL:

@@ -9,7 +9,7 @@ from mgpo_datasets.mme_realworld import load_mme_realworld
 from mgpo_datasets.registry import resolve_dataset
 from mgpo_datasets.sample import DataError
 
-from loader_helpers import episode, make_mme, mme_record, one_bad_row, write_truncated_jpeg
+from .loader_helpers import episode, make_mme, mme_record, one_bad_row, write_truncated_jpeg
 
 
 class TestMMERealWorld:

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from mgpo_env.image_budget import ImageBudget, resize_to_budget
-from mgpo_datasets.synthetic import COLOUR_PAIRS, GLYPHS, SyntheticTask, render_layout
+from mgpo_datasets.synthetic import COLOUR_PAIRS, SyntheticTask, render_layout
 
 # Knobs the emergence experiment (benchmarks/emergence) uses: each target inside one of cells x cells cells, options in a fixed order.
 CELL_TASK = dict(canvas_size=1792, target_size=128, grid=8, checker_square=4, clutter=10, cells=4, question_types=["colour"], shuffle_choices=False)
@@ -78,7 +77,6 @@ def test_glyphs_are_a_smudge_in_the_view_but_readable_in_a_crop():
     sample = task[0]
     layout = sample.image.layout
     x1, y1, x2, y2 = (int(v) for v in sample.target_boxes[0])
-    differences_view, differences_crop = [], []
     renders = {letter: render_layout(task, replace(layout, answer_value=letter)) for letter in ("E", "H")}
     view = {k: np.asarray(resize_to_budget(v)).astype(int)[y1 // 4 : y2 // 4, x1 // 4 : x2 // 4] for k, v in renders.items()}
     crop = {k: np.asarray(resize_to_budget(v.crop((x1 - 40, y1 - 40, x2 + 40, y2 + 40)))).astype(int) for k, v in renders.items()}

@@ -22,7 +22,7 @@ from mgpo_datasets.registry import resolve_dataset
 from mgpo_datasets.sample import DataError
 from mgpo_datasets.vstar import load_vstar
 
-from loader_helpers import episode, jpeg_bytes, make_vstar, write_jpeg, write_jsonl, write_truncated_jpeg
+from .loader_helpers import episode, jpeg_bytes, make_vstar, write_jpeg, write_jsonl, write_truncated_jpeg
 
 
 class TestVStar:

@@ -14,7 +14,7 @@ from mgpo_env import EpisodeFinishedError, InvalidActionError, Sample, format_bo
 from mgpo_env.geometry import contains
 from mgpo_env.highres_vqa import HighResVQAEnv
 
-from conftest import SMALL_TASK
+from tests.conftest import SMALL_TASK
 
 
 def tight_box_text(info, margin=40, frame="pixel"):
@@ -135,7 +135,7 @@ def test_seeding_is_deterministic_and_seeds_differ():
         obs, info = env.reset(seed=seed)
         return obs, info
 
-    (o1, i1), (o2, i2), (o3, i3) = run(11), run(11), run(12)
+    (o1, i1), (o2, i2), (_, i3) = run(11), run(11), run(12)
     assert i1 == i2 and np.array_equal(o1["image"], o2["image"]) and o1["history"] == o2["history"]
     assert i1["sample_id"] != i3["sample_id"]
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mgpo_env.grading import answer_reward, extract_answer_text, extract_boxed, grade, normalize_text
+from mgpo_env.grading import answer_reward, extract_boxed, grade, normalize_text
 
 CHOICES = ["red", "blue", "green", "yellow"]
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from mgpo_env.image_budget import ImageBudget, fit_size, resize_image, resize_to_budget
+from mgpo_env.image_budget import ImageBudget, fit_size, resize_image
 
 
 @settings(max_examples=300, deadline=None)
