@@ -275,8 +275,37 @@ def config_from_args(args: argparse.Namespace) -> MGPOConfig:
     """The config a parsed command line describes: preset (or --config), then overrides."""
     base = MGPOConfig.load(args.config).to_dict() if getattr(args, "config", None) else dict(PRESETS[args.preset])
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(MGPOConfig) if getattr(args, f.name, None) is not None}
+    base.update(follow_dataset(base, overrides))
     base.update(overrides)
     return MGPOConfig.from_dict(base)
 
 
-__all__ = ["MGPOConfig", "PRESETS", "preset", "add_config_arguments", "config_from_args"]
+def follow_dataset(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """What newly named training or evaluation data change besides their names.
+
+    Their loader options start empty (the preset's options belong to the preset's dataset: the
+    synthetic task's ``num_samples`` means nothing to a JSONL file), and an evaluation the base
+    config had follows new training data unless the evaluation data is named too.
+
+    >>> base = dict(dataset="synthetic", dataset_kwargs={"num_samples": 8}, eval_dataset="synthetic", eval_dataset_kwargs={"seed": 1})
+    >>> follow_dataset(base, {"dataset": "jsonl:train.jsonl"})
+    {'dataset_kwargs': {}, 'eval_dataset': 'jsonl:train.jsonl', 'eval_dataset_kwargs': {}}
+    >>> follow_dataset(base, {"dataset": "jsonl:a.jsonl", "eval_dataset": "jsonl:b.jsonl"})
+    {'dataset_kwargs': {}, 'eval_dataset_kwargs': {}}
+    >>> follow_dataset(base, {"dataset": "synthetic"})
+    {}
+    """
+    changes: dict[str, Any] = {}
+    dataset = overrides.get("dataset")
+    if dataset is not None and dataset != base.get("dataset"):
+        changes["dataset_kwargs"] = {}
+        if base.get("eval_dataset") and "eval_dataset" not in overrides:
+            changes["eval_dataset"] = dataset
+            changes["eval_dataset_kwargs"] = dict(overrides.get("dataset_kwargs", {}))
+    eval_dataset = overrides.get("eval_dataset")
+    if eval_dataset is not None and eval_dataset != base.get("eval_dataset"):
+        changes["eval_dataset_kwargs"] = {}
+    return changes
+
+
+__all__ = ["MGPOConfig", "PRESETS", "preset", "add_config_arguments", "config_from_args", "follow_dataset"]
