@@ -31,12 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from tqdm.auto import tqdm
 
     from mgpo_datasets.registry import resolve_dataset
     from mgpo_env.image_store import ImageStore
 
     from .config import MGPOConfig
-    from .evaluation import evaluate
+    from .evaluation import evaluate, time_estimate
     from .qwen_processor import load_model, load_processor
     from .rollout import RolloutEngine
     from .trainer import _dtype, env_factory
@@ -62,7 +63,17 @@ def run(args: argparse.Namespace) -> int:
         store = EpisodeStore(args.output / "episodes")
         store_episode = lambda env, trajectory: store.add(record_from_env(env, split="eval"))  # noqa: E731
     count = min(len(dataset), args.samples) if args.samples else len(dataset)
-    summary = evaluate(engine, list(range(count)), batch_questions=args.batch_questions, greedy=greedy, output=args.output / "results.jsonl", on_episode_end=store_episode)
+    which = f"the first {count} of {len(dataset)}" if count < len(dataset) else f"all {count}"
+    hint = "" if args.samples else " (--samples N evaluates fewer)"
+    print(f"mgpo eval: {which} questions of {args.dataset}{hint}; a time estimate follows the first batch of {min(count, args.batch_questions)}", flush=True)
+
+    def estimate(done: int, seconds: float) -> None:
+        tqdm.write(f"mgpo eval: {time_estimate(count, done, seconds)}")  # above the progress bar, not through it
+
+    summary = evaluate(
+        engine, list(range(count)), batch_questions=args.batch_questions, greedy=greedy, output=args.output / "results.jsonl",
+        on_episode_end=store_episode, on_first_batch=estimate,
+    )
     summary.update(model=str(args.model), dataset=args.dataset, protocol=args.protocol, greedy=greedy)
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

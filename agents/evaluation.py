@@ -8,6 +8,7 @@ IoU compares the crop with it (0 for a missing or invalid box).
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -67,12 +68,17 @@ def evaluate(
     output: Optional[Path] = None,
     on_episode_end: Optional[Callable[[gym.Env, Trajectory], None]] = None,
     progress: bool = True,
+    on_first_batch: Optional[Callable[[int, float], None]] = None,
 ) -> dict[str, Any]:
-    """Play one episode per index (greedy by default) and summarise; rows go to ``output`` JSONL."""
+    """Play one episode per index (greedy by default) and summarise; rows go to ``output`` JSONL.
+
+    ``on_first_batch(questions, seconds)`` is called once the first batch is done, e.g. to estimate the rest.
+    """
     from tqdm.auto import tqdm
 
     rows: list[dict[str, Any]] = []
     handle = open(output, "w") if output is not None else None
+    started = time.perf_counter()
     try:
         with tqdm(total=len(indices), desc="eval", disable=not progress, dynamic_ncols=True) as bar:
             for start in range(0, len(indices), batch_questions):
@@ -85,10 +91,24 @@ def evaluate(
                         handle.write(json.dumps(row) + "\n")
                         handle.flush()
                 bar.update(len(chunk))
+                if start == 0 and on_first_batch is not None:
+                    on_first_batch(len(chunk), time.perf_counter() - started)
     finally:
         if handle is not None:
             handle.close()
     return summarise(rows)
+
+
+def time_estimate(total: int, done: int, seconds: float) -> str:
+    """How long ``total`` questions take at the rate of the first ``done``, in words.
+
+    >>> time_estimate(1000, 16, 48.0)
+    'about 50 min for all 1000 questions (3.0 s a question)'
+    """
+    per_question = seconds / max(done, 1)
+    remaining = per_question * total
+    span = f"{remaining / 3600:.1f} h" if remaining >= 5400 else f"{remaining / 60:.0f} min" if remaining >= 90 else f"{remaining:.0f} s"
+    return f"about {span} for all {total} questions ({per_question:.1f} s a question)"
 
 
 def evaluate_trainer(trainer: Any, label: str) -> dict[str, Any]:
@@ -111,7 +131,14 @@ def evaluate_trainer(trainer: Any, label: str) -> dict[str, Any]:
     trainer.model.eval()
     out_dir = Path(config.output_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = evaluate(engine, list(range(count)), output=out_dir / f"{label}-step{trainer.step}.jsonl", progress=False)
+    store_episode = None
+    if config.save_eval_episodes:
+        from mgpo_tools.episode_store import EpisodeStore
+        from mgpo_tools.recording import record_from_env
+
+        store = EpisodeStore(Path(config.output_dir) / "episodes")
+        store_episode = lambda env, trajectory: store.add(record_from_env(env, step=trainer.step, split="eval", extra={"label": label}))  # noqa: E731
+    summary = evaluate(engine, list(range(count)), output=out_dir / f"{label}-step{trainer.step}.jsonl", progress=False, on_episode_end=store_episode)
     summary.update(step=trainer.step, label=label)
     with open(out_dir / "summary.jsonl", "a") as f:
         f.write(json.dumps(summary) + "\n")
