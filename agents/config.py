@@ -106,6 +106,8 @@ class MGPOConfig:
     eval_dataset: str = _help("Evaluation data spec (empty: no evaluation).", default="")
     eval_dataset_kwargs: dict = _help("Keyword arguments of the evaluation dataset loader, as JSON.", default_factory=dict)
     eval_samples: int = _help("Questions evaluated (0: all).", default=0)
+    save_eval_episodes: bool = _help("Store every evaluation episode in output_dir/episodes (split 'eval'), for the report.", default=False)
+    report: bool = _help("Write the HTML report (output_dir/report.html) when training ends.", default=False)
     torch_threads: int = _help(
         "CPU threads torch may use (0: torch's default). Small models on a busy machine run far faster on 1: "
         "spinning threads that wait for a core cost more than the matrix products they split.",
@@ -172,6 +174,29 @@ class MGPOConfig:
 # The tiny-cpu preset's synthetic task; training and evaluation draw different samples of it.
 _TINY_TASK = {"canvas_size": 1792, "target_size": 96, "grid": 8, "checker_square": 4, "glyph_cell": 6, "shape_size": 24, "clutter": 30}
 
+# The miniature experiment's task (benchmarks/emergence/): an 896-px canvas shown at 224 px, the target's
+# checker readable only in a crop; boxes of one of 2 x 2 cells. The experiment reads these settings from here.
+EMERGENCE_TASK: dict[str, Any] = dict(
+    canvas_size=896,
+    target_size=128,  # 32 view pixels: the frame shows as a dark outline, the checker as flat gray
+    grid=4,  # = the view's downsampling factor: checker period 4, frame 4 px, all aligned to 4
+    checker_square=2,  # 1 pixel in a cell's crop: the colours alternate pixel by pixel there
+    clutter=12,
+    cells=2,
+    question_types=["colour"],
+    shuffle_choices=False,
+)
+# Short prompts: the tiny model reads every token of them at every step.
+EMERGENCE_TEMPLATES: dict[str, str] = {
+    "system_two_turn": "Reply 1: the box [x1,y1,x2,y2] of the key region. Reply 2: {answer_instruction}.",
+    "user_grounding": "{question}",
+    "user_after_crop": "{question}\n{options}",
+    "user_after_invalid_box": "{question}\n{options}",
+    "system_single_turn": "Reply: {answer_instruction}.",
+    "user_single_turn": "{question}\n{options}",
+}
+EMERGENCE_TRAIN_SEED, EMERGENCE_EVAL_SEED = 0, 1  # the held-out questions are never trained on
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The published settings (mgpo-reference.md): Qwen2.5-VL-7B, 21K MME-RealWorld questions,
     # 512 prompts x 8 rollouts a step, mini-batches of 128 prompts, lr 1e-6, 8 GPUs.
@@ -220,6 +245,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_dataset="synthetic",
         eval_dataset_kwargs={"num_samples": 32, "seed": 1, **_TINY_TASK},
         eval_samples=16,
+    ),
+    # `make run`: MGPO from the miniature's committed warm-start checkpoint (run from the repository root,
+    # or point --model at a copy). In under four minutes on two cores, held-out accuracy and crop hit rate
+    # rise by 0.3 or more (lr 4e-4 is fast but not stable for long: 100 steps of it fall back towards chance).
+    "emergence": dict(
+        model="benchmarks/checkpoints/emergence-warmstart",
+        dataset="synthetic",
+        dataset_kwargs={"num_samples": 2000, "seed": EMERGENCE_TRAIN_SEED, **EMERGENCE_TASK},
+        protocol="two_turn",
+        min_pixels=32 * 28 * 28,
+        max_pixels=64 * 28 * 28,
+        box_frame="pixel",
+        env_kwargs={"templates": EMERGENCE_TEMPLATES, "image_after_text": True},
+        group_size=8,
+        prompts_per_step=4,
+        mini_batch_prompts=4,
+        micro_batch_size=32,
+        temperature=1.0,
+        max_new_tokens=24,  # the longest reply, "[112,112,224,224]", is 17 tokens plus the end-of-turn token
+        kl_coef=0.05,
+        entropy_coef=0.0,
+        learning_rate=4e-4,
+        weight_decay=0.0,
+        steps=40,
+        save_every=20,
+        keep_checkpoints=1,
+        save_rollouts_every=10,
+        dtype="float32",
+        torch_threads=2,  # the main job has the machine to itself (the experiment's parallel runs take 1 each)
+        eval_dataset="synthetic",
+        eval_dataset_kwargs={"num_samples": 200, "seed": EMERGENCE_EVAL_SEED, **EMERGENCE_TASK},
+        save_eval_episodes=True,
+        report=True,
     ),
 }
 

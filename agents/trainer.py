@@ -310,9 +310,12 @@ class MGPOTrainer:
             history.append(metrics)
             self._log(metrics, writer)
             bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", valid_box=f"{metrics['valid_box_rate']:.2f}", kl=f"{metrics['kl']:.3f}")
+            bar.set_postfix(progress_postfix(metrics), refresh=False)
             if self.step % self.config.save_every == 0 or self.step == total:
                 self.save_checkpoint()
+            if self._evaluation_due(total):
+                held_out = self.evaluate(f"step{self.step}")
+                bar.write(f"step {self.step}: held-out accuracy {held_out['accuracy']:.3f}, hit rate {held_out['hit_rate']:.3f}")
         bar.close()
         if writer is not None:
             writer.close()
@@ -321,6 +324,17 @@ class MGPOTrainer:
 
             plot_metrics(self.output_dir / "metrics.jsonl", self.output_dir / "curves.png")
         return history
+
+    def _evaluation_due(self, total: int) -> bool:
+        """Whether ``eval_every`` asks for a held-out evaluation now (the last step's is the caller's "after")."""
+        every = self.config.eval_every
+        return bool(every and self.config.eval_dataset and self.step % every == 0 and self.step < total and self.accelerator.is_main_process)
+
+    def evaluate(self, label: str) -> dict[str, Any]:
+        """Greedy held-out evaluation of the current policy on the config's evaluation data (main process)."""
+        from .evaluation import evaluate_trainer
+
+        return evaluate_trainer(self, label)
 
     def _log(self, metrics: dict[str, Any], writer: Any) -> None:
         """Append a step's metrics to metrics.jsonl and, where one is open, to TensorBoard (main process only)."""
@@ -583,6 +597,12 @@ class MGPOTrainer:
         _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
         self.step = int(json.loads((path / "trainer_state.json").read_text())["step"])
         return path
+
+
+def progress_postfix(metrics: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's figures for a step: reward, accuracy and crop hit rate of its rollouts, and the KL."""
+    figures = {"reward": metrics["reward_mean"], "acc": metrics["accuracy"], "hit": metrics["hit_rate"], "kl": metrics["kl"]}
+    return {name: "n/a" if value != value else f"{value:.3f}" if name == "kl" else f"{value:.2f}" for name, value in figures.items()}
 
 
 def latest_checkpoint(output_dir: Path) -> Optional[Path]:

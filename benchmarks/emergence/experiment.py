@@ -57,6 +57,7 @@ import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_env.geometry import contains
 from mgpo_env.image_store import ImageStore
 
+from mgpo_agents.config import EMERGENCE_EVAL_SEED, EMERGENCE_TASK, EMERGENCE_TEMPLATES, EMERGENCE_TRAIN_SEED, PRESETS
 from mgpo_agents.qwen_processor import load_model
 from mgpo_agents.rollout import RolloutEngine
 from mgpo_agents.supervised import fit, reply_ids, scripted_trajectory
@@ -66,21 +67,15 @@ from .forced_replies import ForcedReplies
 from .position_code import PositionCodedImageProcessor, load_task_processor
 
 # ----------------------------------------------------------------- the task
-CANVAS = 896  # original pixels; the view is 224 (4x smaller), a crop of one cell 224 (2x smaller)
-CELLS = 2  # the box vocabulary: one of 2 x 2 cells of the view
+# The task's settings live in the library's "emergence" preset (`mgpo train --preset emergence`,
+# `make run`), so that the main job and this experiment cannot drift apart.
+EMERGENCE = PRESETS["emergence"]
+TASK_KWARGS: dict[str, Any] = EMERGENCE_TASK
+CANVAS = TASK_KWARGS["canvas_size"]  # original pixels; the view is 224 (4x smaller), a crop of one cell 224 (2x smaller)
+CELLS = TASK_KWARGS["cells"]  # the box vocabulary: one of 2 x 2 cells of the view
 VIEW = 224
-MIN_PIXELS, MAX_PIXELS = 32 * 28 * 28, 64 * 28 * 28
+MIN_PIXELS, MAX_PIXELS = EMERGENCE["min_pixels"], EMERGENCE["max_pixels"]
 
-TASK_KWARGS: dict[str, Any] = dict(
-    canvas_size=CANVAS,
-    target_size=128,  # 32 view pixels: the frame shows as a dark outline, the checker as flat gray
-    grid=4,  # = the view's downsampling factor: checker period 4, frame 4 px, all aligned to 4
-    checker_square=2,  # 1 pixel in a cell's crop: the colours alternate pixel by pixel there
-    clutter=12,
-    cells=CELLS,
-    question_types=["colour"],
-    shuffle_choices=False,
-)
 # Generic grounding, in two levels (never the task's frame or checker; see GroundingTask):
 # the bootstrap set (one large object, no clutter) is where the ability to say *where* first
 # appears; the general set (two named objects, clutter, task-sized objects) is stage 1b's
@@ -89,16 +84,8 @@ TASK_KWARGS: dict[str, Any] = dict(
 GROUNDING_BOOTSTRAP_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=1, object_size=(200, 220), clutter=0)
 GROUNDING_KWARGS: dict[str, Any] = dict(canvas_size=CANVAS, cells=CELLS, objects=2, object_size=(96, 192), clutter=12)
 
-# Short prompts: the tiny model reads every token of them at every step.
-TEMPLATES: dict[str, str] = {
-    "system_two_turn": "Reply 1: the box [x1,y1,x2,y2] of the key region. Reply 2: {answer_instruction}.",
-    "user_grounding": "{question}",
-    "user_after_crop": "{question}\n{options}",
-    "user_after_invalid_box": "{question}\n{options}",
-    "system_single_turn": "Reply: {answer_instruction}.",
-    "user_single_turn": "{question}\n{options}",
-}
-ENV_KWARGS: dict[str, Any] = dict(templates=TEMPLATES, image_after_text=True)
+TEMPLATES: dict[str, str] = EMERGENCE_TEMPLATES
+ENV_KWARGS: dict[str, Any] = EMERGENCE["env_kwargs"]
 
 # The longest reply, "[112,112,224,224]", is 17 tokens plus the end-of-turn token: leave room.
 MAX_NEW_TOKENS = 24
@@ -110,7 +97,7 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 RUN_THREADS = 1
 
 # Disjoint dataset seeds: training questions, held-out evaluation, and the supervised stages.
-TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = 0, 1, 2, 3
+TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = EMERGENCE_TRAIN_SEED, EMERGENCE_EVAL_SEED, 2, 3
 
 
 def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStore] = None, **dataset_kwargs: Any) -> gym.Env:

@@ -304,3 +304,18 @@ def test_turn1_cell_probabilities_match_a_full_forward_pass_of_each_box():
             expected = float(sum(log_probs[start + k - 1, token] for k, token in enumerate(reply)))
             assert probabilities[row, cell] == pytest.approx(np.exp(expected), rel=1e-4)
     assert (probabilities.sum(1) <= 1 + 1e-5).all()
+
+
+def test_the_main_job_trains_this_task_from_the_committed_checkpoint():
+    """`make run` (the "emergence" preset) follows the experiment: same task, checkpoint and held-out seed."""
+    from mgpo_agents.config import preset
+
+    config = preset("emergence")
+    assert (E.REPOSITORY_ROOT / config.model).resolve() == E.COMMITTED_CHECKPOINT.resolve()
+    assert config.dataset_kwargs == {"num_samples": 2000, "seed": E.TRAIN_SEED, **E.TASK_KWARGS}
+    assert config.eval_dataset_kwargs == {"num_samples": 200, "seed": E.EVAL_SEED, **E.TASK_KWARGS}
+    assert E.TRAIN_SEED != E.EVAL_SEED
+    assert (config.min_pixels, config.max_pixels, config.env_kwargs) == (E.MIN_PIXELS, E.MAX_PIXELS, E.ENV_KWARGS)
+    methods = {p: E.rl_config(E.COMMITTED_CHECKPOINT, p, 0, E.RLSettings(), E.REPOSITORY_ROOT / "unused").to_dict() for p in E.METHODS}
+    for field in ("group_size", "prompts_per_step", "max_new_tokens", "kl_coef", "box_frame", "dataset_kwargs"):
+        assert methods["two_turn"][field] == config.to_dict()[field], field
