@@ -309,8 +309,8 @@ class MGPOTrainer:
             metrics = self.train_step()
             history.append(metrics)
             self._log(metrics, writer)
+            bar.set_postfix(progress_postfix(metrics), refresh=False)  # shown by the update below
             bar.update(1)
-            bar.set_postfix(progress_postfix(metrics), refresh=False)
             if self.step % self.config.save_every == 0 or self.step == total:
                 self.save_checkpoint()
             if self._evaluation_due(total):
