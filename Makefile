@@ -1,29 +1,39 @@
 # Two commands on a fresh machine (see README.md):
-#   make run    create .venv, install everything, run the main job on the built-in defaults
+#   make run    create .venv, install the trainer, run the main job on the built-in defaults
 #   make test   create .venv if needed, install everything, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 # A CPU build of torch; set TORCH_SPEC="torch" (or a CUDA wheel) on a GPU machine.
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
+TORCH_STAMP := $(VENV)/.installed-torch
+TRAIN_STAMP := $(VENV)/.installed-train
 STAMP := $(VENV)/.installed
 
 .PHONY: run test install browser clean
 
-$(STAMP): pyproject.toml Makefile
+$(TORCH_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	# Keep the torch just installed: a plain `torch` requirement could pull a CUDA build of several GB.
 	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/torch-constraint.txt
+	touch $@
+
+# What the main job needs (the `train` extra); the tests need every extra.
+$(TRAIN_STAMP): $(TORCH_STAMP)
+	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[train]"
+	touch $@
+
+$(STAMP): $(TRAIN_STAMP)
 	$(PY) -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[all]"
-	touch $(STAMP)
+	touch $@
 
 install: $(STAMP)
 
 # The main job: MGPO from the miniature's committed warm-start checkpoint (minutes on 2 cores);
 # it ends with a before -> after table and the paths of the HTML report and the curves.
-run: $(STAMP)
+run: $(TRAIN_STAMP)
 	rm -rf outputs/train
 	$(VENV)/bin/mgpo train --preset emergence --output outputs/train
 
