@@ -380,14 +380,22 @@ class _Strings:
 
 
 def summarise(records: Sequence[EpisodeRecord]) -> list[dict[str, Any]]:
-    """Rows of (split, category) -> episodes, accuracy, valid-box rate, mean reward; ``"all"`` rows included."""
-    groups: dict[tuple[str, str], list[EpisodeRecord]] = collections.defaultdict(list)
+    """Rows of (split, category) -> episodes, accuracy, valid-box rate, mean reward; ``"all"`` rows included.
+
+    Evaluations at several training steps (before and after, say) get a row group each, ``"eval, step N"``:
+    one accuracy over all of them would mix the policies being compared.
+    """
+    eval_steps = {r.step for r in records if r.split == "eval"}
+    groups: dict[tuple[str, int, str], list[EpisodeRecord]] = collections.defaultdict(list)
     for record in records:
         category = record.category if record.category is not None else "(none)"
-        for key in ((record.split, "all"), (record.split, category)):
+        by_step = record.split == "eval" and len(eval_steps) > 1 and record.step is not None
+        split = f"eval, step {record.step}" if by_step else record.split
+        order = int(record.step) if by_step else -1  # type: ignore[arg-type]
+        for key in ((split, order, "all"), (split, order, category)):
             groups[key].append(record)
     rows = []
-    for (split, category), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "all", kv[0][1])):
+    for (split, _, category), items in sorted(groups.items(), key=lambda kv: (kv[0][0].split(",")[0], kv[0][1], kv[0][2] != "all", kv[0][2])):
         grounded = [r for r in items if r.box_valid is not None]
         rows.append(
             {

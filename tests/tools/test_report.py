@@ -182,3 +182,22 @@ def test_metric_series_uses_step_and_skips_non_numbers():
 def test_a_resumed_run_plots_the_later_lines():
     rows = [{"step": s, "loss": 1.0} for s in (1, 2, 3)] + [{"step": s, "loss": 2.0} for s in (2, 3, 4)]
     assert metric_series(rows)[1] == {"loss": ([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 2.0, 2.0])}
+
+
+def test_the_summary_keeps_evaluations_at_different_steps_apart(run):
+    import dataclasses
+
+    from mgpo_tools.report import summarise
+
+    records = run["records"]
+    evaluated = [r for r in records if r.split == "eval"]
+    before, after = evaluated[:4], evaluated[4:]
+    rows = summarise([dataclasses.replace(r, step=0) for r in before] + [dataclasses.replace(r, step=40) for r in after]
+                     + [r for r in records if r.split == "train"])
+    overall = {row["split"]: row for row in rows if row["category"] == "all"}
+    assert list(overall) == ["eval, step 0", "eval, step 40", "train"]
+    assert overall["eval, step 0"]["episodes"] == 4 and overall["eval, step 40"]["episodes"] == len(after)
+    assert overall["eval, step 0"]["accuracy"] == sum(bool(r.correct) for r in before) / 4
+    assert overall["eval, step 40"]["accuracy"] == sum(bool(r.correct) for r in after) / len(after)
+    # One evaluation step (or none recorded) keeps the plain split name.
+    assert {row["split"] for row in summarise(evaluated)} == {"eval"}
