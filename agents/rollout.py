@@ -24,6 +24,30 @@ from .shared_images import encode_each_image_once
 from .trajectory import ConversationTokenizer, Segment, Trajectory, model_inputs, template_drift
 
 
+# generate() fills every field a GenerationConfig leaves unset from the model's own
+# generation_config.json. Qwen2.5-VL-*-Instruct's sets repetition_penalty 1.05: inherited,
+# it would reshape the scores before LogprobRecorder and RowSeededSampler see them, so a
+# rollout would neither sample softmax(logits / T) (nor be greedy on the logits) nor record
+# the log-probs the learner recomputes. Every field that changes the scores or the search
+# when do_sample is False is therefore set here, to its neutral value. The sampling fields
+# (Qwen's temperature 0.1, top_k 1, top_p 0.001) only act when do_sample is True, which it
+# never is here; they get transformers' own defaults so that no warning names them.
+NEUTRAL_DECODING: dict[str, Any] = dict(
+    do_sample=False,
+    num_beams=1,
+    repetition_penalty=1.0,
+    encoder_repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0,
+    min_length=0,
+    renormalize_logits=False,
+    remove_invalid_values=False,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=50,
+)
+
+
 class LogprobRecorder(LogitsProcessor):
     """Records the log-probability of each token ``generate`` picks, under ``softmax(logits / T)``.
 
@@ -284,7 +308,7 @@ class RolloutEngine:
         if self.extra_logits_processors is not None:
             processors.extend(self.extra_logits_processors(trajectories, turn))
         config = GenerationConfig(
-            do_sample=False,
+            **NEUTRAL_DECODING,
             max_new_tokens=self.max_new_tokens,
             eos_token_id=self.stop_ids,
             pad_token_id=self.pad_id,
