@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and latest_checkpoint(Path(config.output_dir)) is not None:
         print(f"mgpo train: {config.output_dir} already holds checkpoints; pass --resume to continue, or choose another --output-dir", file=sys.stderr)
         return 2
-    trainer = MGPOTrainer(config)
+    try:
+        trainer = MGPOTrainer(config)
+    except FileNotFoundError as error:  # a model folder that is not there: say so, no traceback
+        print(f"mgpo train: {error}", file=sys.stderr)
+        return 2
     if args.resume:
         path = trainer.load_checkpoint()
         if trainer.accelerator.is_main_process:

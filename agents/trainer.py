@@ -60,9 +60,10 @@ def resolve_model_path(config: MGPOConfig, output_dir: Path) -> Path:
         return path
     path = Path(config.model).expanduser()
     if not (path / "config.json").exists():
+        where = "" if path.is_absolute() else f" (relative to the current folder, {Path.cwd()})"
         raise FileNotFoundError(
-            f"model directory {str(path)!r} has no config.json; give a local Qwen2.5-VL-family model folder "
-            "(nothing is downloaded) or 'builtin:tiny'"
+            f"model directory {str(path)!r}{where} has no config.json; give a local Qwen2.5-VL-family model folder "
+            "with --model (nothing is downloaded) or 'builtin:tiny'"
         )
     return path
 

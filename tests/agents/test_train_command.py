@@ -132,3 +132,11 @@ def test_eval_says_how_many_questions_and_how_long_before_the_bulk_of_the_work(t
     estimate_line = out.index("mgpo eval: about ")
     assert count_line < estimate_line < out.index('"episodes": 5')
     assert "for all 5 questions" in out
+
+
+def test_a_missing_model_folder_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the emergence preset's checkpoint path is relative to the repository root
+    assert main(["train", "--preset", "emergence", "--output", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mgpo train: model directory 'benchmarks/checkpoints/emergence-warmstart'")
+    assert f"relative to the current folder, {tmp_path}" in err and "--model" in err
