@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from mgpo_env.image_store import ImageStore
 
     from .config import MGPOConfig
-    from .evaluation import evaluate, time_estimate
+    from .evaluation import evaluate, recorder, time_estimate
     from .qwen_processor import load_model, load_processor
     from .rollout import RolloutEngine
     from .trainer import _dtype, env_factory
@@ -58,10 +58,8 @@ def run(args: argparse.Namespace) -> int:
     store_episode = None
     if args.save_episodes:
         from mgpo_tools.episode_store import EpisodeStore
-        from mgpo_tools.recording import record_from_env
 
-        store = EpisodeStore(args.output / "episodes")
-        store_episode = lambda env, trajectory: store.add(record_from_env(env, split="eval"))  # noqa: E731
+        store_episode = recorder(EpisodeStore(args.output / "episodes"), split="eval")
     count = min(len(dataset), args.samples) if args.samples else len(dataset)
     which = f"the first {count} of {len(dataset)}" if count < len(dataset) else f"all {count}"
     hint = "" if args.samples else " (--samples N evaluates fewer)"

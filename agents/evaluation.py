@@ -111,6 +111,16 @@ def time_estimate(total: int, done: int, seconds: float) -> str:
     return f"about {span} for all {total} questions ({per_question:.1f} s a question)"
 
 
+def recorder(store: Any, **record_kwargs: Any) -> Callable[[gym.Env, Trajectory], None]:
+    """The ``on_episode_end`` callback that adds each finished episode to ``store`` (an ``EpisodeStore``).
+
+    ``record_kwargs`` go to :func:`mgpo_tools.recording.record_from_env` (``split``, ``step``, ``extra``).
+    """
+    from mgpo_tools.recording import record_from_env
+
+    return lambda env, trajectory: store.add(record_from_env(env, **record_kwargs))
+
+
 def evaluate_trainer(trainer: Any, label: str) -> dict[str, Any]:
     """Evaluate a trainer's current policy on its config's evaluation set (greedy)."""
     from mgpo_datasets.registry import resolve_dataset
@@ -131,13 +141,7 @@ def evaluate_trainer(trainer: Any, label: str) -> dict[str, Any]:
     trainer.model.eval()
     out_dir = Path(config.output_dir) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    store_episode = None
-    if config.save_eval_episodes:
-        from mgpo_tools.episode_store import EpisodeStore
-        from mgpo_tools.recording import record_from_env
-
-        store = EpisodeStore(Path(config.output_dir) / "episodes")
-        store_episode = lambda env, trajectory: store.add(record_from_env(env, step=trainer.step, split="eval", extra={"label": label}))  # noqa: E731
+    store_episode = recorder(trainer.episode_store, step=trainer.step, split="eval", extra={"label": label}) if config.save_eval_episodes else None
     summary = evaluate(engine, list(range(count)), output=out_dir / f"{label}-step{trainer.step}.jsonl", progress=False, on_episode_end=store_episode)
     summary.update(step=trainer.step, label=label)
     with open(out_dir / "summary.jsonl", "a") as f:

@@ -282,8 +282,9 @@ class MGPOTrainer:
         )
 
     def _episode_store(self) -> Any:
-        """Where the main process stores sampled rollouts when ``save_rollouts_every`` asks for them, else None."""
-        if self.config.save_rollouts_every <= 0 or not self.accelerator.is_main_process:
+        """Where the main process stores rollouts and evaluation episodes when the config asks for either, else None."""
+        wanted = self.config.save_rollouts_every > 0 or self.config.save_eval_episodes
+        if not wanted or not self.accelerator.is_main_process:
             return None
         from mgpo_tools.episode_store import EpisodeStore
 
@@ -368,7 +369,7 @@ class MGPOTrainer:
 
         # ---- rollouts (no gradients); groups keep their slot in the whole step, for seeding
         self.model.eval()
-        save_now = self.episode_store is not None and (self.step + 1) % config.save_rollouts_every == 0
+        save_now = self.episode_store is not None and config.save_rollouts_every > 0 and (self.step + 1) % config.save_rollouts_every == 0
         result = self.engine.run(
             [questions[g] for g in mine],
             group_size=config.group_size,

@@ -140,3 +140,19 @@ def test_a_missing_model_folder_is_a_clear_error_not_a_traceback(tmp_path, monke
     err = capsys.readouterr().err
     assert err.startswith("mgpo train: model directory 'benchmarks/checkpoints/emergence-warmstart'")
     assert f"relative to the current folder, {tmp_path}" in err and "--model" in err
+
+
+@pytest.mark.slow
+def test_evaluation_episodes_alone_share_the_runs_store_and_no_rollout_is_stored(tiny_training_config):
+    from mgpo_agents.trainer import MGPOTrainer
+
+    config = tiny_training_config(
+        steps=1, eval_dataset="synthetic", eval_dataset_kwargs={"num_samples": 2, "canvas_size": 1024, "target_size": 64},
+        save_rollouts_every=0, save_eval_episodes=True,
+    )
+    trainer = MGPOTrainer(config)
+    trainer.train(progress=False)  # rollouts are not stored (save_rollouts_every 0), and the step does not divide by it
+    trainer.evaluate("after")
+    records = list(trainer.episode_store.iter_records())
+    assert trainer.episode_store.root == Path(config.output_dir) / "episodes"
+    assert sorted((r.split, r.step, r.sample_id) for r in records) == [("eval", 1, "synthetic-0-0"), ("eval", 1, "synthetic-0-1")]
