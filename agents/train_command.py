@@ -10,7 +10,6 @@ Several processes: ``accelerate launch --num_processes 2 -m mgpo_agents.train_co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -72,11 +71,10 @@ def _evaluate(trainer: Any, label: str) -> dict[str, Any]:
 
 def _first_evaluation(output: Path) -> Optional[dict[str, Any]]:
     """The run's first held-out evaluation on disk (a resumed run's "before")."""
-    summaries = output / "eval" / "summary.jsonl"
-    if not summaries.exists():
-        return None
-    first = summaries.read_text().splitlines()[:1]
-    return json.loads(first[0]) if first else None
+    from mgpo_tools.metrics import read_metrics
+
+    summaries = read_metrics(output / "eval" / "summary.jsonl", missing_ok=True)
+    return summaries[0] if summaries else None
 
 
 def before_after_table(before: Optional[dict[str, Any]], after: dict[str, Any]) -> str:

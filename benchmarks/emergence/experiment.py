@@ -840,8 +840,8 @@ def collect(output: Path) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in METHODS}
     for run_dir in sorted((output / "runs").glob("*-seed*")):
         protocol = run_dir.name.split("-seed")[0]
-        evals = read_metrics(run_dir / "evals.jsonl") if (run_dir / "evals.jsonl").exists() else []
-        metrics = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        evals = read_metrics(run_dir / "evals.jsonl", missing_ok=True)
+        metrics = read_metrics(run_dir / "metrics.jsonl", missing_ok=True)
         runs.setdefault(protocol, []).append({"seed": int(run_dir.name.split("-seed")[1]), "evals": evals, "metrics": metrics})
     before = {p: json.loads((output / f"before-{p}.json").read_text()) for p in METHODS if (output / f"before-{p}.json").exists()}
     return {"runs": runs, "before": before, "output": str(output)}
