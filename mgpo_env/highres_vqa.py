@@ -214,17 +214,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         # Several envs playing one GRPO group can share one store, so the group decodes once.
         self.images = image_store if image_store is not None else ImageStore(image_cache_bytes, max_image_pixels=max_image_pixels)
 
-        height, width = (int(v) for v in observation_image_shape)
-        self.observation_space = spaces.Dict(
-            {
-                "image": spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8),
-                "image_size": spaces.Box(0, max(height, width), shape=(2,), dtype=np.int64),
-                "turn": spaces.Discrete(self.max_turns + 1),
-                "history": spaces.Sequence(
-                    spaces.Dict({"role": AnyText(max_length=16), "content": AnyText(max_length=1_000_000)})
-                ),
-            }
-        )
+        self.observation_space = observation_space(observation_image_shape, self.max_turns)
         self.action_space = AnyText(max_length=max_action_length)
 
         self._order: Optional[np.ndarray] = None
@@ -405,12 +395,7 @@ class HighResVQAEnv(gym.Env[dict, str]):
         cached = self._shown.get(key)
         if cached is not None and cached[0] is image:
             return cached[1]
-        height, width = self.observation_space["image"].shape[:2]
-        shown = image
-        if shown.width > width or shown.height > height:
-            scale = min(width / shown.width, height / shown.height)
-            shown = resize_image(shown, (max(1, int(shown.width * scale)), max(1, int(shown.height * scale))))
-        pixels = np.asarray(shown, dtype=np.uint8)
+        pixels = shown_pixels(image, self.observation_space["image"].shape[:2])
         if len(self._shown) >= 4:
             self._shown.pop(next(iter(self._shown)))
         # The entry keeps the image alive, so its id cannot be reused by another image.
@@ -524,6 +509,32 @@ class HighResVQAEnv(gym.Env[dict, str]):
         if self._done:
             lines.append(f"[result] answer={self._answer!r} correct={self._correct}")
         return "\n\n".join(lines) + "\n"
+
+
+def observation_space(observation_image_shape: Sequence[int], max_turns: int) -> spaces.Dict:
+    """The observation space of an environment with this canvas and this many replies (a remote client's too)."""
+    height, width = (int(v) for v in observation_image_shape)
+    return spaces.Dict(
+        {
+            "image": spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8),
+            "image_size": spaces.Box(0, max(height, width), shape=(2,), dtype=np.int64),
+            "turn": spaces.Discrete(max_turns + 1),
+            "history": spaces.Sequence(spaces.Dict({"role": AnyText(max_length=16), "content": AnyText(max_length=1_000_000)})),
+        }
+    )
+
+
+def shown_pixels(image: Image.Image, canvas_shape: Sequence[int]) -> np.ndarray:
+    """``image``'s pixels as the ``image`` observation shows them: scaled down to fit a ``(height, width)`` canvas.
+
+    A remote client rebuilds the observation canvas with it from the image it received.
+    """
+    height, width = int(canvas_shape[0]), int(canvas_shape[1])
+    shown = image
+    if shown.width > width or shown.height > height:
+        scale = min(width / shown.width, height / shown.height)
+        shown = resize_image(shown, (max(1, int(shown.width * scale)), max(1, int(shown.height * scale))))
+    return np.asarray(shown, dtype=np.uint8)
 
 
 def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:

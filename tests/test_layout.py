@@ -86,10 +86,10 @@ def _modules_loaded_by(statement: str) -> set[str]:
 @pytest.mark.parametrize(
     "statement, forbidden",
     [
-        ("import mgpo_env", {"torch", "transformers", "accelerate", "mgpo_agents", "mgpo_tools", "matplotlib"}),
+        ("import mgpo_env", {"torch", "transformers", "accelerate", "mgpo_agents", "mgpo_tools", "matplotlib", "openenv", "fastapi", "uvicorn"}),
         ("import mgpo_datasets", {"torch", "transformers", "mgpo_env", "mgpo_agents", "mgpo_tools", "gymnasium"}),
         ("import mgpo_tools.report", {"torch", "transformers", "mgpo_agents"}),
-        ("import mgpo_agents", {"torch", "transformers"}),
+        ("import mgpo_agents", {"torch", "transformers", "openenv", "fastapi", "uvicorn"}),
     ],
 )
 def test_importing_a_package_loads_nothing_above_it(statement, forbidden):
