@@ -43,6 +43,12 @@ def _report() -> ModuleType:
     return report
 
 
+def _serve() -> ModuleType:
+    from mgpo_env.remote import server
+
+    return server
+
+
 # name -> (the module's loader, one-line help)
 COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "demo": (_demo, "play episodes with scripted policies and save rendered pictures"),
@@ -50,6 +56,7 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str]] = {
     "train": (_train, "train a Qwen2.5-VL-family model with MGPO or GRPO"),
     "eval": (_eval, "evaluate a model on a dataset (greedy by default)"),
     "report": (_report, "write a self-contained HTML report of a run or an evaluation"),
+    "serve": (_serve, "serve mgpo/HighResVQA-v0 over the network (OpenEnv server; needs the 'serve' extra)"),
 }
 
 
