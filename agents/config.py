@@ -57,6 +57,11 @@ class MGPOConfig:
     max_pixels: int = _help("Largest image shown to the model, in pixels (1280*28*28 in the paper).", default=1280 * 28 * 28)
     box_frame: str = _help("How the model writes coordinates: 'pixel' (Qwen2.5-VL), 'norm1000' or 'relative'.", default="pixel")
     env_kwargs: dict = _help("Any other HighResVQA-v0 keyword arguments, as JSON.", default_factory=dict)
+    env_url: str = _help(
+        "Play the training episodes on an 'mgpo serve' server at this URL (e.g. http://127.0.0.1:8000) instead of in "
+        "this process; start it with the same dataset and environment options (checked at connection). Empty: local.",
+        default="",
+    )
 
     # ---------------------------------------------------------------- rollout
     group_size: int = _help("Rollouts per question (GRPO group, n).", default=8)
@@ -126,6 +131,7 @@ class MGPOConfig:
                 raise ValueError(f"invalid config: {message}")
 
         need(self.protocol in PROTOCOLS, f"protocol={self.protocol!r}; choose one of {PROTOCOLS}")
+        need(not (self.env_url and self.save_rollouts_every > 0), "save_rollouts_every records from local environments; set it to 0 with env_url")
         need(self.box_frame in ("pixel", "norm1000", "relative"), f"box_frame={self.box_frame!r}; choose 'pixel', 'norm1000' or 'relative'")
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={self.dtype!r}; choose auto, float32, bfloat16 or float16")
         need(self.distributed in ("ddp", "fsdp"), f"distributed={self.distributed!r}; choose 'ddp' or 'fsdp'")

@@ -68,8 +68,23 @@ def resolve_model_path(config: MGPOConfig, output_dir: Path) -> Path:
     return path
 
 
-def env_factory(config: MGPOConfig, dataset: Any, store: ImageStore, *, protocol: Optional[str] = None) -> Callable[[], gym.Env]:
-    """A callable making environments that share one dataset object and one image store."""
+def env_factory(
+    config: MGPOConfig, dataset: Any, store: ImageStore, *, protocol: Optional[str] = None, url: str = ""
+) -> Callable[[], gym.Env]:
+    """A callable making environments that share one dataset object and one image store.
+
+    With ``url``, each environment is a session on that ``mgpo serve`` server instead, with
+    lossless images (the exact pixels a local environment shows); the server must run the
+    same dataset and options, which the first connection checks.
+    """
+    if url:
+        from mgpo_env.remote.client import RemoteHighResVQAEnv
+
+        played = protocol or config.protocol
+        expect = dict(dataset_size=len(dataset), protocol=played, min_pixels=config.min_pixels, max_pixels=config.max_pixels, box_frame=config.box_frame)
+        if played == "free":
+            expect["max_turns"] = config.max_turns
+        return lambda: RemoteHighResVQAEnv(url, image_format="png", expect=expect)
     kwargs = dict(config.env_kwargs)
     kwargs.update(
         dataset=dataset,
@@ -272,7 +287,7 @@ class MGPOTrainer:
         return RolloutEngine(
             self.accelerator.unwrap_model(self.model),
             self.processor,
-            env_factory(config, self.dataset, self.images),
+            env_factory(config, self.dataset, self.images, url=config.env_url),
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             top_p=config.top_p,
