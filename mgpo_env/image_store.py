@@ -84,6 +84,7 @@ class ImageStore:
         self._items: "OrderedDict[Hashable, _Entry]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Lock] = {}  # one lock per key being made: a miss is made once
         self.decodes = 0  # how many times an image was really decoded (for tests and benchmarks)
         self.draft_decodes = 0  # reduced-size JPEG decodes made for a view alone
         self.views_made = 0  # how many times a view was computed (not served from the cache)
@@ -108,10 +109,23 @@ class ImageStore:
         entry = self._lookup(key)
         if entry is not None:
             return entry.image
-        image = decode_image(ref, max_image_pixels=self.max_image_pixels, context=context)
-        self.decodes += 1
-        self.put(key, image)
+        with self._making_lock(key):  # concurrent misses (sessions of a server) wait for one decode
+            entry = self._lookup(key)
+            if entry is not None:
+                return entry.image
+            image = decode_image(ref, max_image_pixels=self.max_image_pixels, context=context)
+            self.decodes += 1
+            self.put(key, image)
+        self._made(key)
         return image
+
+    def _making_lock(self, key: Hashable) -> threading.Lock:
+        with self._lock:
+            return self._making.setdefault(key, threading.Lock())
+
+    def _made(self, key: Hashable) -> None:
+        with self._lock:
+            self._making.pop(key, None)
 
     def view(
         self,
@@ -132,6 +146,14 @@ class ImageStore:
         """
         full_key = (_VIEW, key, budget, "full")
         draft_key = (_VIEW, key, budget, "draft")
+        with self._making_lock(full_key):  # concurrent misses wait for one view
+            made = self._make_view(key, ref, budget, context, need_original, full_key, draft_key)
+        self._made(full_key)
+        return made
+
+    def _make_view(
+        self, key: Hashable, ref: ImageRef, budget: ImageBudget, context: str, need_original: bool, full_key: Hashable, draft_key: Hashable
+    ) -> tuple[Image.Image, Size]:
         for view_key in (full_key,) if need_original else (full_key, draft_key):
             entry = self._lookup(view_key)
             if entry is not None:

@@ -1,5 +1,8 @@
 """The image speed paths: the view cache, fast JPEG shrinking, draft views, and the byte-bounded cache."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -171,6 +174,21 @@ def test_a_group_of_8_resets_decodes_once(jpeg_path):
     assert store.decodes == 1 and store.views_made == 1 and store.draft_decodes == 0
     assert all(view is views[0] for view in views)
     assert np.array_equal(np.asarray(views[0]), np.asarray(resize_region(original, (0, 0, 2000, 1500), views[0].size)))
+
+
+def test_concurrent_misses_decode_and_shrink_once(jpeg_path):
+    """8 threads (a server's sessions of one group) asking at once for a new image share one decode and one view."""
+    store = ImageStore()
+    barrier = threading.Barrier(8)
+
+    def reset_like(_):
+        barrier.wait(timeout=30)
+        return store.view("photo", str(jpeg_path), SMALL_BUDGET)[0], store.get("photo", str(jpeg_path))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(reset_like, range(8), timeout=60))
+    assert (store.decodes, store.views_made) == (1, 1)
+    assert all(view is results[0][0] and original is results[0][1] for view, original in results)
 
 
 def test_a_single_turn_group_never_decodes_the_full_jpeg(jpeg_path):
