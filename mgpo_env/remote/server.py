@@ -54,8 +54,8 @@ from .wire import (
     HighResVQAAction,
     HighResVQAObservation,
     HighResVQAState,
+    EncodingCache,
     check_image_format,
-    encoded_image,
     info_to_wire,
 )
 
@@ -115,7 +115,7 @@ class ServerSettings:
 
 
 class SharedResources:
-    """What every session shares: the dataset object, the decoded-image cache and the env options."""
+    """What every session shares: the dataset object, the decoded-image and encoded-image caches, the env options."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -124,6 +124,7 @@ class SharedResources:
         max_image_pixels = env_kwargs.pop("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
         self.dataset = resolve_dataset(settings.dataset, **settings.dataset_kwargs)
         self.images = ImageStore(cache_bytes, max_image_pixels=max_image_pixels)
+        self.encodings = EncodingCache()
         self.env_kwargs = env_kwargs
         gym.make(ENV_ID, dataset=self.dataset, image_store=self.images, **env_kwargs).close()  # bad options fail at start
 
@@ -213,7 +214,7 @@ class HighResVQAEnvironment(Environment[HighResVQAAction, HighResVQAObservation,
         env = self.env.unwrapped
         messages, images = _wire_messages(env.chat_messages())
         new = [
-            encoded_image(i, image, self.image_format, self.shared.settings.jpeg_quality)
+            self.shared.encodings.encoded_image(i, image, self.image_format, self.shared.settings.jpeg_quality)
             for i, image in enumerate(images)
             if i >= self._images_sent
         ]
@@ -424,6 +425,7 @@ def _uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
         app,
         log_level=settings.log_level,
         ws_max_size=4 * settings.max_frame_bytes,  # larger frames are cut by uvicorn itself (close code 1009)
+        ws_per_message_deflate=False,  # the payload is mostly JPEG/PNG in base64: deflate costs CPU and saves little
         timeout_graceful_shutdown=5,
     )
 

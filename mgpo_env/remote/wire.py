@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
+from collections import OrderedDict
 from typing import Any, Literal, Mapping, Optional
 
 from openenv.core.env_server.types import Action, Observation, State
@@ -96,9 +98,38 @@ def encode_image(image: Image.Image, image_format: str, jpeg_quality: int = DEFA
     return buffer.getvalue()
 
 
-def encoded_image(index: int, image: Image.Image, image_format: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> EncodedImage:
-    data = base64.b64encode(encode_image(image, image_format, jpeg_quality)).decode("ascii")
-    return EncodedImage(index=index, format=image_format, data=data, width=image.width, height=image.height)
+class EncodingCache:
+    """The last few images' encodings, by image object: the G episodes of a group show one view, encoded once.
+
+    Thread-safe (a server's sessions share one). An entry keeps its image alive, so an ``id``
+    is never reused by another image while it is cached.
+    """
+
+    def __init__(self, max_items: int = 16) -> None:
+        self.max_items = int(max_items)
+        self._items: "OrderedDict[tuple[int, str, int], tuple[Image.Image, str]]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.encodes = 0
+
+    def base64(self, image: Image.Image, image_format: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> str:
+        """``image`` encoded, as base64 text."""
+        key = (id(image), image_format, int(jpeg_quality))
+        with self._lock:
+            cached = self._items.get(key)
+            if cached is not None and cached[0] is image:
+                self._items.move_to_end(key)
+                return cached[1]
+        data = base64.b64encode(encode_image(image, image_format, jpeg_quality)).decode("ascii")
+        with self._lock:
+            self.encodes += 1
+            self._items[key] = (image, data)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return data
+
+    def encoded_image(self, index: int, image: Image.Image, image_format: str, jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> EncodedImage:
+        data = self.base64(image, image_format, jpeg_quality)
+        return EncodedImage(index=index, format=image_format, data=data, width=image.width, height=image.height)
 
 
 def info_to_wire(info: Mapping[str, Any]) -> dict[str, Any]:

@@ -270,3 +270,16 @@ def test_python_m_entry_point_serves_until_stopped():
     finally:
         process.terminate()
         process.wait(timeout=TIMEOUT_S)
+
+
+def test_encoding_cache_encodes_each_image_once_and_never_mixes_them_up():
+    from PIL import Image
+
+    from mgpo_env.remote.wire import EncodingCache
+
+    cache = EncodingCache(max_items=2)
+    red, blue = Image.new("RGB", (40, 30), "red"), Image.new("RGB", (40, 30), "blue")
+    assert cache.base64(red, "png") == cache.base64(red, "png") != cache.base64(blue, "png")
+    assert cache.encodes == 2
+    assert cache.encoded_image(0, red, "jpeg").to_bytes() == encode_image(red, "jpeg")  # another format: its own entry
+    assert cache.encodes == 3 and cache.encoded_image(1, blue, "png").to_pil().getpixel((0, 0)) == (0, 0, 255)
