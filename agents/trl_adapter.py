@@ -115,6 +115,10 @@ class HighResVQAToolEnv:
         dataset: a loaded sequence of :class:`~mgpo_datasets.sample.Sample` (shared by all rollouts) or a dataset spec.
         max_crops: how many valid or invalid ``crop`` calls a rollout may make.
         image_store: a shared decoded-image cache (``None``: a private one).
+        env_url: play on an ``mgpo serve`` server instead (started with ``--env-kwargs
+            '{"protocol": "free", "max_turns": max_crops + 1, ...}'``, checked at connection);
+            the dataset and the environment options are then the server's, and ``sample`` is ``None``.
+        image_format: the images' encoding from a server: ``"png"`` (the exact pixels) or ``"jpeg"``.
         **env_kwargs: passed to :class:`~mgpo_env.highres_vqa.HighResVQAEnv`
             (``min_pixels``, ``max_pixels``, ``box_frame``, ``box_policy``, ``box_reference``, ...).
     """
@@ -126,6 +130,8 @@ class HighResVQAToolEnv:
         dataset_kwargs: Optional[Mapping[str, Any]] = None,
         max_crops: int = 1,
         image_store: Optional[ImageStore] = None,
+        env_url: str = "",
+        image_format: str = "png",
         **env_kwargs: Any,
     ) -> None:
         if max_crops < 1:
@@ -135,9 +141,17 @@ class HighResVQAToolEnv:
                 raise ValueError(f"{fixed} is set by the adapter (free protocol, max_crops + 1 replies); use max_crops")
         # "free" protocol: every reply is a box or a final answer. Each crop call is one
         # box reply; max_turns leaves one reply for the answer.
-        self.env = HighResVQAEnv(dataset, dataset_kwargs=dataset_kwargs, protocol="free", max_turns=max_crops + 1, **env_kwargs)
-        if image_store is not None:
-            self.env.images = image_store
+        if env_url:
+            if env_kwargs or dataset_kwargs:
+                raise ValueError(f"with env_url the server fixes the environment; drop {sorted(env_kwargs) + (['dataset_kwargs'] if dataset_kwargs else [])}")
+            from mgpo_env.remote.client import RemoteHighResVQAEnv
+
+            self.env: Any = RemoteHighResVQAEnv(env_url, image_format=image_format, expect={"protocol": "free", "max_turns": max_crops + 1})
+        else:
+            self.env = HighResVQAEnv(dataset, dataset_kwargs=dataset_kwargs, protocol="free", max_turns=max_crops + 1, **env_kwargs)
+            if image_store is not None:
+                self.env.images = image_store
+        self.started = False
         self.max_crops = int(max_crops)
         self.crops_used = 0
         self.last_info: dict[str, Any] = {}
@@ -152,6 +166,7 @@ class HighResVQAToolEnv:
         else:
             options = None  # the environment draws a sample (a dataset-free GRPOTrainer run)
         _, info = self.env.reset(options=options)
+        self.started = True
         self.crops_used = 0
         self.last_info = info
         view = self.env.chat_images()[0]
@@ -172,7 +187,7 @@ class HighResVQAToolEnv:
         Returns:
             The enlarged region as an image, or a message saying why the region was not valid.
         """
-        if self.env.sample is None:
+        if not self.started:
             raise RuntimeError("crop() before reset()")
         if self.crops_used >= self.max_crops:
             return "No crops left: answer now."
@@ -198,8 +213,8 @@ class HighResVQAToolEnv:
     # ------------------------------------------------------------ inspection
     @property
     def sample(self) -> Optional[Sample]:
-        """The sample of the current rollout."""
-        return self.env.sample
+        """The sample of the current rollout (``None`` on a server: the client does not see the answer)."""
+        return getattr(self.env, "sample", None)
 
 
 class HighResVQAAnswerToolEnv(HighResVQAToolEnv):
@@ -255,13 +270,17 @@ def make_environment_factory(
     *,
     dataset_kwargs: Optional[Mapping[str, Any]] = None,
     image_cache_bytes: int = DEFAULT_CACHE_BYTES,
+    env_url: str = "",
     **env_kwargs: Any,
 ) -> Callable[[], HighResVQAToolEnv]:
     """The zero-argument ``environment_factory`` for ``GRPOTrainer``.
 
     The dataset is resolved once and every instance shares it and one image cache,
-    so the G rollouts of a group (same sample) decode its image once.
+    so the G rollouts of a group (same sample) decode its image once. With ``env_url``
+    every instance is a session on that ``mgpo serve`` server (which shares its cache).
     """
+    if env_url:
+        return lambda: env_class(env_url=env_url, **env_kwargs)
     samples = resolve_dataset(dataset, **dict(dataset_kwargs or {}))
     store = ImageStore(image_cache_bytes, max_image_pixels=env_kwargs.get("max_image_pixels", 16_384 * 16_384))
 

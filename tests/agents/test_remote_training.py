@@ -84,3 +84,27 @@ def test_a_server_with_other_options_is_refused_at_the_first_episode(tmp_path, t
 def test_rollout_recording_needs_local_environments(tiny_training_config):
     with pytest.raises(ValueError, match="save_rollouts_every"):
         tiny_training_config(env_url="http://127.0.0.1:1", save_rollouts_every=1)
+
+
+def test_trl_tool_environment_over_the_server_equals_the_local_one():
+    """TRL's environment_factory objects (crop tool, answer tool) give the same images and rewards remotely."""
+    import numpy as np
+
+    from mgpo_agents.trl_adapter import HighResVQAAnswerToolEnv, make_environment_factory
+
+    task = {"num_samples": 4, "canvas_size": 512}
+    settings = ServerSettings(port=0, dataset_kwargs=task, env_kwargs={"protocol": "free", "max_turns": 3})
+    with ServerThread(settings) as server:
+        remote = make_environment_factory(HighResVQAAnswerToolEnv, env_url=server.url, max_crops=2)()
+        local = make_environment_factory(HighResVQAAnswerToolEnv, dataset_kwargs=task, max_crops=2)()
+        for index in (0, 3):
+            outputs = [(env.reset(index=index), env.crop(0, 0, 200, 200), env.crop(0, 0, 10, 10), env.crop(5, 5, 100, 90)) for env in (remote, local)]
+            for got, want in zip(*outputs):
+                assert [p["type"] for p in got] == [p["type"] for p in want] if isinstance(want, list) else got == want
+                if isinstance(want, list):
+                    assert got[1] == want[1] and np.array_equal(np.asarray(got[0]["image"]), np.asarray(want[0]["image"]))
+            truth = local.sample.answer
+            assert remote.answer(truth) == local.answer(truth) and remote.get_reward() == local.get_reward() == 1.0
+        with pytest.raises(ValueError, match="max_turns: server 3, expected 2"):
+            HighResVQAAnswerToolEnv(env_url=server.url, max_crops=1)
+        remote.env.close()
