@@ -13,7 +13,8 @@ observation images JPEG-encoded (quality 90). The ways, interleaved round by rou
   which also decodes each received JPEG to rebuild the observation canvas.
 * **in-process, 8 threads**: 8 ``gym.make("mgpo/HighResVQA-v0")`` sharing one image store
   (as the trainer makes them), one thread each, and each new image JPEG-encoded with the
-  same encoder and quality as the server (what a caller that wants bytes must do).
+  same encoder, quality and encoding cache as the server (what a caller that wants bytes
+  must do: the group's shared view is encoded once on both sides).
 * **in-process, 1 thread**: the same 8 environments played one after another.
 * **in-process, no encoding** (8 threads): the environment alone, for reference.
 
@@ -200,7 +201,7 @@ def measure(rounds: int, folder: Path) -> tuple[dict[str, list[float]], dict[str
             adapter.close()
         episodes = PLAYERS * (rounds - 1)
         server_ms = {way: 1000 * server_cpu[way] / episodes for way in WAYS}
-        return times, server_ms, shlex.join(server.command)
+        return times, server_ms, shlex.join(server.command).replace(str(folder), "<tmp>")
     finally:
         server.stop()
 
@@ -243,6 +244,9 @@ def report(times: dict[str, list[float]], server_ms: dict[str, float], rounds: i
         "  Gym adapter also decodes each received JPEG and rebuilds the observation canvas.",
         "* in-process ways: the same environment in this process (8 environments sharing one image",
         "  store, as the trainer makes them); the JPEG ways encode each new image as the server does.",
+        "* both sides encode through one shared `EncodingCache`, so the view a group's 8 episodes",
+        "  share is encoded once a round on each side; each crop is encoded once.",
+        "* the server's WebSocket has per-message deflate off (base64 JPEG barely compresses).",
         "",
         "Round times (s): " + "; ".join(f"{way}: " + ", ".join(f"{t:.2f}" for t in times[way]) for way in WAYS),
         "",

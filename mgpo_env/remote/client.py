@@ -19,6 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Mapping, Optional, Union
 
 import gymnasium as gym
@@ -30,10 +32,39 @@ from PIL import Image
 from mgpo_env.highres_vqa import observation_space, shown_pixels
 from mgpo_env.spaces import AnyText
 
-from .wire import HighResVQAAction, HighResVQAObservation, HighResVQAState, check_image_format, info_from_wire
+from .wire import EncodedImage, HighResVQAAction, HighResVQAObservation, HighResVQAState, check_image_format, info_from_wire
 
 # What a trainer can ask the server to have fixed the same way as its own config.
 CHECKED_STATE_FIELDS = ("dataset_size", "protocol", "max_turns", "min_pixels", "max_pixels", "box_frame")
+
+
+class DecodedImages:
+    """Recently decoded images by their encoded text, shared by a process's remote environments.
+
+    The G environments of a group receive the same view; it is decoded once, and they share
+    the decoded image as local environments share theirs.
+    """
+
+    def __init__(self, max_items: int = 16) -> None:
+        self.max_items = int(max_items)
+        self._items: "OrderedDict[str, Image.Image]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, encoded: EncodedImage) -> Image.Image:
+        with self._lock:
+            image = self._items.get(encoded.data)
+            if image is not None:
+                self._items.move_to_end(encoded.data)
+                return image
+        image = encoded.to_pil()
+        with self._lock:
+            self._items[encoded.data] = image
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return image
+
+
+DECODED = DecodedImages()
 
 
 class HighResVQAClient(EnvClient[HighResVQAAction, HighResVQAObservation, HighResVQAState]):
@@ -133,7 +164,7 @@ class RemoteHighResVQAEnv(gym.Env[dict, str]):
     def image(self, index: int) -> Image.Image:
         """Image ``index`` of the episode, decoded once."""
         if index not in self._decoded:
-            self._decoded[index] = self._encoded[index].to_pil()
+            self._decoded[index] = DECODED.get(self._encoded[index])
         return self._decoded[index]
 
     def close(self) -> None:
