@@ -21,6 +21,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 pytest.importorskip("openenv", reason="the 'serve' extra (OpenEnv) is not installed")
 requests = pytest.importorskip("requests")
+from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect as ws_connect  # noqa: E402
 
 from mgpo_env.remote.client import RemoteHighResVQAEnv  # noqa: E402
@@ -236,8 +237,9 @@ def test_idle_and_vanished_clients_have_their_sessions_freed():
         vanished.socket.shutdown(socket.SHUT_RDWR)
         vanished.socket.close()
         assert wait_for(lambda: server.env_server.active_sessions == 0, timeout_s=10)
-        with pytest.raises(Exception):  # the server closed the idle one (1001, idle)
+        with pytest.raises(ConnectionClosed) as closed:  # the server closed the idle one
             idle.recv(timeout=5)
+        assert closed.value.rcvd.code == 1001 and "idle" in closed.value.rcvd.reason
         idle.close()
         fresh = RemoteHighResVQAEnv(server.url)  # and it still serves
         assert fresh.reset(seed=0)[1]["turn"] == 0
