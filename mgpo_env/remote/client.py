@@ -28,6 +28,7 @@ import numpy as np
 from openenv.core.client_types import StepResult
 from openenv.core.env_client import EnvClient
 from PIL import Image
+from websockets.exceptions import ConnectionClosed
 
 from mgpo_env.highres_vqa import observation_space, shown_pixels
 from mgpo_env.spaces import AnyText
@@ -129,7 +130,10 @@ class RemoteHighResVQAEnv(gym.Env[dict, str]):
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict[str, Any]] = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
-        result = self.client.reset(seed=seed, options=options, image_format=self.image_format)
+        try:
+            result = self.client.reset(seed=seed, options=options, image_format=self.image_format)
+        except ConnectionClosed:  # the server closed the session (idle past its timeout): a new one starts the episode
+            result = self.client.reset(seed=seed, options=options, image_format=self.image_format)
         self._encoded, self._decoded = [], {}
         observation = self._take(result.observation)
         return self._gym_observation(observation), info_from_wire(observation.info)

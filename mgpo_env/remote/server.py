@@ -173,7 +173,10 @@ class HighResVQAEnvironment(Environment[HighResVQAAction, HighResVQAObservation,
         if size > self.shared.settings.max_action_bytes:
             raise ActionTooLargeError(f"the reply is {size} bytes; this server accepts at most {self.shared.settings.max_action_bytes}")
         if not self._started:
-            raise EpisodeFinishedError("no episode in this session: reset first (HTTP /step has no session; play over the WebSocket /ws)")
+            raise EpisodeFinishedError(
+                "no episode in this session: reset first (a session closed for idling longer than the server's "
+                "--session-timeout comes back empty; HTTP /step has no session at all: play over the WebSocket /ws)"
+            )
         obs, reward, terminated, truncated, info = self.env.step(message)
         self._state.step_count += 1
         return self._observation(obs, info, reward=float(reward), terminated=bool(terminated), truncated=bool(truncated))

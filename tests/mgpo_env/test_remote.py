@@ -241,9 +241,17 @@ def test_idle_and_vanished_clients_have_their_sessions_freed():
             idle.recv(timeout=5)
         assert closed.value.rcvd.code == 1001 and "idle" in closed.value.rcvd.reason
         idle.close()
-        fresh = RemoteHighResVQAEnv(server.url)  # and it still serves
-        assert fresh.reset(seed=0)[1]["turn"] == 0
-        fresh.close()
+        # A Gym client idle past the timeout between episodes reconnects by itself at the next reset;
+        # one idle in the middle of an episode is told so.
+        remote = RemoteHighResVQAEnv(server.url)
+        assert remote.reset(seed=0)[1]["turn"] == 0
+        assert wait_for(lambda: server.env_server.active_sessions == 0, timeout_s=10)
+        assert remote.reset(seed=2)[1] == local_env().reset(seed=2)[1]
+        remote.step("[0, 0, 100, 100]")
+        assert wait_for(lambda: server.env_server.active_sessions == 0, timeout_s=10)
+        with pytest.raises(RuntimeError, match="session-timeout"):
+            remote.step("\\boxed{A}")
+        remote.close()
 
 
 @hypothesis_settings(max_examples=60, deadline=None)
