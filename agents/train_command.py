@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    from .sharding import LaunchError, is_sharded
     from .trainer import MGPOTrainer, latest_checkpoint
 
     if not args.resume and latest_checkpoint(Path(config.output_dir)) is not None:
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         trainer = MGPOTrainer(config)
-    except FileNotFoundError as error:  # a model folder that is not there: say so, no traceback
+    except (FileNotFoundError, LaunchError) as error:  # a model folder that is not there, a launch without its processes: say so
         print(f"mgpo train: {error}", file=sys.stderr)
         return 2
     if args.resume:
@@ -42,12 +43,13 @@ def run(args: argparse.Namespace) -> int:
         if trainer.accelerator.is_main_process:
             print(f"resumed from {path} at step {trainer.step}")
     main_process = trainer.accelerator.is_main_process
+    evaluating = bool(config.eval_dataset) and (main_process or is_sharded(trainer.model))  # FSDP: all processes gather the weights
     output = Path(config.output_dir)
-    before = _evaluate(trainer, "before") if main_process and config.eval_dataset and trainer.step == 0 else None
+    before = _evaluate(trainer, "before") if evaluating and trainer.step == 0 else None
     trainer.train(progress=not args.no_progress)
+    after = _evaluate(trainer, "after") if evaluating else None
     if not main_process:
         return 0
-    after = _evaluate(trainer, "after") if config.eval_dataset else None
     if before is None and after is not None:
         before = _first_evaluation(output)
     paths = {"metrics": output / "metrics.jsonl", "curves": output / "curves.png"}
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate(trainer: Any, label: str) -> dict[str, Any]:
     summary = trainer.evaluate(label)
+    if not summary:  # a helping process under FSDP
+        return summary
     print(f"evaluation ({label}, step {trainer.step}): accuracy {summary['accuracy']:.3f}, valid box rate {summary['valid_box_rate']:.3f}, hit rate {summary['hit_rate']:.3f}")
     return summary
 
