@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from datetime import timedelta
 from typing import Any, Iterator, Optional
 
@@ -106,6 +107,9 @@ def shard_model(model: nn.Module) -> nn.Module:
     """Shard ``model`` in place with ``fully_shard``: each block, then the root (which holds the rest)."""
     from torch.distributed.fsdp import fully_shard
 
+    # FSDP warns that a view returned by forward loses its pre-backward hook if changed in place;
+    # the trainer only reads the logits out of place (mgpo_loss.token_logprobs), so it would warn every pass.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning)
     for unit in shard_units(model):
         fully_shard(unit)
     fully_shard(model)

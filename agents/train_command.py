@@ -23,10 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", dest="output_dir", default=None, help="alias of --output-dir")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print each process's memory for parameters, gradients, optimizer state and reference model "
+        "(the model built on the meta device: no weights loaded), then exit without training",
+    )
+    parser.add_argument("--world-size", type=int, default=None, metavar="N", help="processes the --dry-run plan is for (default: $WORLD_SIZE, else 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.dry_run:
+        return _print_memory_plan(config, args.world_size)
     from .sharding import LaunchError, is_sharded
     from .trainer import MGPOTrainer, latest_checkpoint
 
@@ -62,6 +70,23 @@ def run(args: argparse.Namespace) -> int:
         print(before_after_table(before, after))
     for name, path in paths.items():
         print(f"{name + ':':9}{path}")
+    return 0
+
+
+def _print_memory_plan(config: Any, world_size: Optional[int]) -> int:
+    from .memory_plan import memory_plan
+    from .sharding import launched_world_size
+
+    path = Path(config.model).expanduser()
+    if not (path / "config.json").exists():
+        print(f"mgpo train --dry-run: {config.model!r} is not a model folder with a config.json; give one with --model DIR", file=sys.stderr)
+        return 2
+    world = world_size if world_size is not None else launched_world_size() or 1
+    try:
+        print(memory_plan(config, world, path).render())
+    except ValueError as error:
+        print(f"mgpo train --dry-run: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -52,6 +52,21 @@ from .trajectory import Trajectory
 CHECKPOINT_PREFIX = "step-"
 
 
+def add_lora_adapters(model: Any, config: MGPOConfig) -> Any:
+    """With ``lora_rank`` > 0, the model wrapped in LoRA adapters (then only they train); otherwise the model itself."""
+    if config.lora_rank <= 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
+    )
+    return get_peft_model(model, lora)
+
+
 def resolve_model_path(config: MGPOConfig, output_dir: Path) -> Path:
     """The model directory: the configured path, or the tiny model built on first use."""
     if config.model == "builtin:tiny":
@@ -229,19 +244,7 @@ class MGPOTrainer:
         return path, processor, model
 
     def _add_lora(self, model: Any) -> Any:
-        """With ``lora_rank`` > 0, the model wrapped in LoRA adapters (then only they train); otherwise the model itself."""
-        config = self.config
-        if config.lora_rank <= 0:
-            return model
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
-        )
-        return get_peft_model(model, lora)
+        return add_lora_adapters(model, self.config)
 
     def _frozen_reference(self, model: Any, *, copy_policy: bool) -> Any:
         """The frozen model of the KL term, or None where there is none to keep.
