@@ -103,8 +103,12 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def shard_model(model: nn.Module) -> nn.Module:
-    """Shard ``model`` in place with ``fully_shard``: each block, then the root (which holds the rest)."""
+def shard_model(model: nn.Module, *, frozen: bool = False) -> nn.Module:
+    """Shard ``model`` in place with ``fully_shard``: each block, then the root (which holds the rest).
+
+    FSDP keeps the root's weights gathered from a forward pass until its backward pass; a ``frozen``
+    model (the reference) has no backward pass, so its root reshards after every forward instead.
+    """
     from torch.distributed.fsdp import fully_shard
 
     # FSDP warns that a view returned by forward loses its pre-backward hook if changed in place;
@@ -112,7 +116,7 @@ def shard_model(model: nn.Module) -> nn.Module:
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor", category=UserWarning)
     for unit in shard_units(model):
         fully_shard(unit)
-    fully_shard(model)
+    fully_shard(model, reshard_after_forward=True if frozen else None)
     # FSDP marks as root the first unit to run forward. generate() may run the vision blocks before the
     # model's own forward, and rollouts unshard units one by one (gathered), so settle the root now.
     model._get_fsdp_state()._lazy_init()
@@ -134,6 +138,21 @@ def held_parameters(model: nn.Module) -> tuple[int, int]:
         held += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
         total += p.numel()
     return held, total
+
+
+def local_bytes(tensors: Any) -> int:
+    """Bytes this process stores of ``tensors`` (of a DTensor: its local shard), each storage once."""
+    from torch.distributed.tensor import DTensor
+
+    seen: set[int] = set()
+    size = 0
+    for t in tensors:
+        local = t.to_local() if isinstance(t, DTensor) else t
+        if local.data_ptr() in seen and local.numel():
+            continue
+        seen.add(local.data_ptr())
+        size += local.numel() * local.element_size()
+    return size
 
 
 def shard_summary(model: nn.Module, rank: int) -> str:

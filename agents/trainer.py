@@ -266,7 +266,7 @@ class MGPOTrainer:
         reference.requires_grad_(False).eval().to(self.accelerator.device)
         encode_each_image_once(reference, config.encode_images_once)  # a module of its own: the engine hooks only the policy
         if config.distributed == "fsdp":
-            shard_model(reference)
+            shard_model(reference, frozen=True)
         return reference
 
     def _prepare_for_training(self, model: Any) -> tuple[Any, torch.optim.Optimizer]:

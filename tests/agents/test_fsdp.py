@@ -196,3 +196,21 @@ def test_a_process_group_that_cannot_start_says_where_it_looked(tmp_path):
     assert done.returncode != 0
     assert "LaunchError: the process group did not start" in done.stderr
     assert f"MASTER_ADDR=127.0.0.1, MASTER_PORT={port}" in done.stderr and "timeout 3 s" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_memory_plan_is_what_each_rank_holds(runs, tiny_dir):
+    """The --dry-run figures against the bytes the processes of the runs above stored (policy, AdamW state, reference)."""
+    from mgpo_agents.config import MGPOConfig
+    from mgpo_agents.memory_plan import memory_plan
+
+    root, _ = runs
+    held = [json.loads((root / "a" / f"held-rank{r}.json").read_text()) for r in (0, 1)]
+    one = json.loads((root / "b" / "held-rank0.json").read_text())
+    sharded = memory_plan(MGPOConfig.load(root / "fsdp.json"), 2, tiny_dir)
+    whole = memory_plan(MGPOConfig.load(root / "one.json"), 1, tiny_dir)
+    for plan, measured in ((sharded, held[0]), (whole, one)):
+        assert (plan.parameters, plan.optimizer, plan.reference) == (measured["parameters"], measured["optimizer"], measured["reference"])
+    for part in ("parameters", "reference"):  # the two shards make the whole, rank 0's the larger
+        assert held[0][part] + held[1][part] == one[part] and held[0][part] >= held[1][part]
+    assert 0.45 < sharded.state / whole.state < 0.55
