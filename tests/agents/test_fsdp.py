@@ -214,3 +214,14 @@ def test_the_memory_plan_is_what_each_rank_holds(runs, tiny_dir):
     for part in ("parameters", "reference"):  # the two shards make the whole, rank 0's the larger
         assert held[0][part] + held[1][part] == one[part] and held[0][part] >= held[1][part]
     assert 0.45 < sharded.state / whole.state < 0.55
+
+
+@pytest.mark.slow
+def test_accelerate_launch_cpu_is_refused_not_run_twice(tmp_path, tiny_dir):
+    """`accelerate launch --cpu --num_processes 2` starts no process group: mgpo train must say so and write nothing."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "-m", "mgpo_agents.train_command",
+               "--model", str(tiny_dir), "--steps", "1", "--distributed", "fsdp", "--output", str(tmp_path / "run"), "--no-progress"]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    assert done.returncode != 0
+    assert "MASTER_ADDR is set" in done.stderr and "WORLD_SIZE is not" in done.stderr
+    assert not (tmp_path / "run").exists()
