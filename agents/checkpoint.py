@@ -59,6 +59,25 @@ def load_model_state(model: Any, state: dict[str, torch.Tensor], *, strict: bool
     set_model_state_dict(model, state, options=_load_options(model, strict))
 
 
+def adapter_module_state(model: Any, adapter: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A saved LoRA adapter (``adapter_model.safetensors`` keys) keyed as the module's own state dict.
+
+    peft names saved weights by its own rule (the adapter name taken out); the rule is applied to
+    the module's keys through peft's ``get_peft_model_state_dict`` and inverted, so the adapter can
+    load like any full state dict, into a sharded model too.
+    """
+    from peft import get_peft_model_state_dict
+
+    module = getattr(model, "module", model)  # DDP
+    keys = list(module.state_dict().keys())
+    saved_names = get_peft_model_state_dict(module, state_dict={key: torch.tensor(i) for i, key in enumerate(keys)})
+    module_key = {name: keys[int(index)] for name, index in saved_names.items()}
+    missing = sorted(set(adapter) - set(module_key))
+    if missing:
+        raise ValueError(f"the saved adapter has weights this model has no place for: {missing[:5]}")
+    return {module_key[name]: tensor for name, tensor in adapter.items()}
+
+
 def load_optimizer_state(model: Any, optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Load ``optimizer.pt`` (name-keyed; or, from older checkpoints, position-keyed) without unpickling objects."""
     state = torch.load(path, map_location="cpu", weights_only=True)

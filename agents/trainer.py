@@ -616,12 +616,9 @@ class MGPOTrainer:
         from safetensors.torch import load_file
 
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if (path / "adapter_model.safetensors").exists():
-            from peft import set_peft_model_state_dict
-
-            if is_sharded(self.model):
-                raise NotImplementedError(f"{path} holds LoRA adapters; resuming a LoRA run under --distributed fsdp is not supported, use ddp")
-            set_peft_model_state_dict(unwrapped, load_file(str(path / "adapter_model.safetensors")))
+        if (path / "adapter_model.safetensors").exists():  # LoRA: the adapters only, the base stays as loaded
+            adapter = checkpoint_state.adapter_module_state(self.model, load_file(str(path / "adapter_model.safetensors")))
+            checkpoint_state.load_model_state(self.model, adapter, strict=False)
         else:
             # Load through transformers, which maps the saved key names back to the module's.
             saved = load_model(path, dtype=next(unwrapped.parameters()).dtype, trust_remote_code=self.config.trust_remote_code)
