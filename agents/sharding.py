@@ -15,6 +15,9 @@ Which launches get a process group (:func:`start_process_group`):
   would train independent copies into one folder: an error, whatever ``--distributed``.
 * neither: one plain process. Fine for ``ddp`` (a world of 1); ``fsdp`` asks for a
   group, so it is an error.
+
+The timeout (``$MGPO_PROCESS_GROUP_TIMEOUT``) bounds start-up and every collective, so a
+process that dies or never starts ends the run with an error instead of a hang.
 """
 
 from __future__ import annotations

@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print each process's memory for parameters, gradients, optimizer state and reference model "
         "(the model built on the meta device: no weights loaded), then exit without training",
     )
-    parser.add_argument("--world-size", type=int, default=None, metavar="N", help="processes the --dry-run plan is for (default: $WORLD_SIZE, else 1)")
+    parser.add_argument(
+        "--world-size", "--num-processes", dest="world_size", type=int, default=None, metavar="N",
+        help="processes the --dry-run plan is for (default: $WORLD_SIZE, else 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

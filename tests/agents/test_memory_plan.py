@@ -68,5 +68,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tiny_dir, tmp_path, capsys, 
     for part in ("parameters", "gradients", "optimizer state", "reference model", "peak"):
         assert f"  {part}" in out
     assert not (tmp_path / "run").exists()
+    assert main(["train", "--dry-run", "--model", str(tiny_dir), "--num-processes", "4", "--distributed", "fsdp"]) == 0
+    assert "4 processes, fsdp" in capsys.readouterr().out
     assert main(["train", "--dry-run", "--model", "builtin:tiny"]) == 2
     assert "--model DIR" in capsys.readouterr().err
