@@ -16,6 +16,10 @@ Which launches get a process group (:func:`start_process_group`):
 * neither: one plain process. Fine for ``ddp`` (a world of 1); ``fsdp`` asks for a
   group, so it is an error.
 
+Gradients are reduce-scattered after every micro-batch's backward pass (FSDP's default), not once
+per mini-batch: skipping the sync would keep every unit's unsharded gradients until the last
+micro-batch, a whole model's worth on each process, which is what sharding is for avoiding.
+
 The timeout (``$MGPO_PROCESS_GROUP_TIMEOUT``) bounds start-up and every collective, so a
 process that dies or never starts ends the run with an error instead of a hang.
 """

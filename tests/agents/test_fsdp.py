@@ -60,7 +60,7 @@ def launch(make_command, *, ranks: int) -> str:
 @pytest.fixture(scope="module")
 def runs(tiny_dir, tmp_path_factory):
     """3 steps of 2 questions x 4 rollouts, a checkpoint after every step:
-    ``a`` 2 FSDP ranks; ``c`` 2 ranks resumed from a's step 1; ``b`` 1 process; ``d`` 1 process resumed from a's step 1."""
+    ``a`` 2 FSDP ranks; ``c`` 2 ranks resumed from a's step 2; ``b`` 1 process; ``d`` 1 process resumed from a's step 2."""
     root = tmp_path_factory.mktemp("fsdp")
     config = preset(
         "tiny-cpu", model=str(tiny_dir), dataset_kwargs={"num_samples": 8, "canvas_size": 1024, "target_size": 64, "clutter": 10},
@@ -71,9 +71,9 @@ def runs(tiny_dir, tmp_path_factory):
     config.save(root / "fsdp.json")
     config.distributed = "ddp"  # one plain process: no launcher, no process group
     config.save(root / "one.json")
-    step1 = root / "a" / "checkpoints" / "step-000001"
-    two = launch(lambda: torchrun(2, str(WORKER), str(root / "fsdp.json"), str(root / "a"), f"{root / 'c'}={step1}"), ranks=2)
-    launch(lambda: [sys.executable, str(WORKER), str(root / "one.json"), str(root / "b"), f"{root / 'd'}={step1}"], ranks=0)
+    step2 = root / "a" / "checkpoints" / "step-000002"
+    two = launch(lambda: torchrun(2, str(WORKER), str(root / "fsdp.json"), str(root / "a"), f"{root / 'c'}={step2}"), ranks=2)
+    launch(lambda: [sys.executable, str(WORKER), str(root / "one.json"), str(root / "b"), f"{root / 'd'}={step2}"], ranks=0)
     return root, two
 
 
@@ -128,10 +128,10 @@ def test_resume_from_two_ranks_on_two_ranks_is_exact(runs):
 @pytest.mark.slow
 def test_resume_from_two_ranks_on_one_process(runs):
     root, _ = runs
-    checkpoint = root / "a" / "checkpoints" / "step-000001"
+    checkpoint = root / "a" / "checkpoints" / "step-000002"
     resumed = final(root, "d", "resumed.pt")
     saved = load_model(checkpoint).state_dict()
-    assert resumed["step"] == 1 and resumed["model"].keys() == saved.keys()
+    assert resumed["step"] == 2 and resumed["model"].keys() == saved.keys()
     assert all(torch.equal(resumed["model"][k], saved[k]) for k in saved), "the loaded weights are not the saved ones"
     optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
     for name, state in optimizer["state"].items():
@@ -187,6 +187,7 @@ def test_mgpo_train_refuses_fsdp_without_a_launcher(no_launcher, tmp_path, capsy
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_process_group_that_cannot_start_says_where_it_looked(tmp_path):
     """Rank 1 of 2 with nobody at MASTER_ADDR:MASTER_PORT: a clear error within the timeout, not a hang."""
     port = free_port()  # closed again: nothing listens there
