@@ -45,8 +45,8 @@ from .config import MGPOConfig
 from .mgpo_loss import LossTerms, group_advantages, mgpo_token_loss, pack, token_logprobs
 from .qwen_processor import load_model, load_processor
 from .rollout import RolloutEngine
-from .shared_images import encode_each_image_once
 from .sharding import gathered, gradient_norm, is_sharded, shard_model, shard_summary, start_process_group
+from .shared_images import encode_each_image_once
 from .trajectory import Trajectory
 
 CHECKPOINT_PREFIX = "step-"

@@ -35,7 +35,6 @@ MIB = 1024**2
 def worker(out: Path, config_path: Path) -> None:
     """Train the config and write what this process held: ``out/rank-R.json``."""
     import torch
-
     from mgpo_agents.config import MGPOConfig
     from mgpo_agents.sharding import local_bytes
     from mgpo_agents.trainer import MGPOTrainer

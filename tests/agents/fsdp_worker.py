@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from mgpo_agents.checkpoint import full_model_state, full_optimizer_state
 from mgpo_agents.config import MGPOConfig
 from mgpo_agents.sharding import local_bytes
