@@ -66,7 +66,9 @@ def runs(tiny_dir, tmp_path_factory):
         "tiny-cpu", model=str(tiny_dir), dataset_kwargs={"num_samples": 8, "canvas_size": 1024, "target_size": 64, "clutter": 10},
         min_pixels=16 * 28 * 28, max_pixels=36 * 28 * 28, group_size=4, prompts_per_step=2, mini_batch_prompts=2,
         micro_batch_size=2, max_new_tokens=6, learning_rate=1e-3, steps=3, save_every=1, keep_checkpoints=3,
-        tensorboard=False, eval_dataset="", distributed="fsdp",
+        tensorboard=False, distributed="fsdp",
+        # A held-out question after step 2: the main process plays it alone while the other waits (no lock-step generation).
+        eval_dataset="synthetic", eval_dataset_kwargs={"num_samples": 1, "canvas_size": 1024, "target_size": 64, "seed": 1}, eval_every=2,
     )
     config.save(root / "fsdp.json")
     config.distributed = "ddp"  # one plain process: no launcher, no process group
@@ -113,6 +115,9 @@ def test_each_rank_says_it_holds_its_shard(runs, tiny_dir):
 @pytest.mark.slow
 def test_two_fsdp_ranks_match_one_process(runs, tiny_dir):
     root, _ = runs
+    for run in ("a", "b"):  # both evaluated after step 2; under FSDP the main process played it alone
+        summaries = [json.loads(line) for line in (root / run / "eval" / "summary.jsonl").read_text().splitlines()]
+        assert [(s["step"], s["episodes"]) for s in summaries] == [(2, 1)]
     two, one = final(root, "a"), final(root, "b")
     assert_close(two, one, exact=False)
     start = load_model(tiny_dir).state_dict()
