@@ -113,6 +113,9 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 def shard_model(model: nn.Module, *, frozen: bool = False) -> nn.Module:
     """Shard ``model`` in place with ``fully_shard``: each block, then the root (which holds the rest).
 
+    ``fully_shard`` moves each unit to the device of the process group's mesh (the current GPU, or
+    the CPU) as it shards it, so a model loaded on the CPU never sits whole on the GPU.
+
     FSDP keeps the root's weights gathered from a forward pass until its backward pass; a ``frozen``
     model (the reference) has no backward pass, so its root reshards after every forward instead.
     """

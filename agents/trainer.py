@@ -263,20 +263,23 @@ class MGPOTrainer:
         else:
             dtype = _dtype(config.dtype, self.accelerator.device)
             reference = load_model(self.model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
-        reference.requires_grad_(False).eval().to(self.accelerator.device)
+        reference.requires_grad_(False).eval()
         encode_each_image_once(reference, config.encode_images_once)  # a module of its own: the engine hooks only the policy
         if config.distributed == "fsdp":
-            shard_model(reference, frozen=True)
+            shard_model(reference, frozen=True)  # moves each block to the device as it shards it
+        else:
+            reference.to(self.accelerator.device)
         return reference
 
     def _prepare_for_training(self, model: Any) -> tuple[Any, torch.optim.Optimizer]:
         """The policy on its device and its AdamW optimiser over the trainable weights: sharded with
         ``fully_shard`` under FSDP (each process says how much it holds), else wrapped by accelerate (DDP)."""
-        model.to(self.accelerator.device)
         sharded = self.config.distributed == "fsdp"
         if sharded:
-            shard_model(model)
+            shard_model(model)  # moves each block to the device as it shards it: never a whole copy there
             print(shard_summary(model, self.rank), flush=True)
+        else:
+            model.to(self.accelerator.device)
         params = [p for p in model.parameters() if p.requires_grad]  # after sharding: the optimiser holds the shards
         optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
         return (model, optimizer) if sharded else self.accelerator.prepare(model, optimizer)
