@@ -118,7 +118,12 @@ class MGPOConfig:
         "spinning threads that wait for a core cost more than the matrix products they split.",
         default=0,
     )
-    distributed: str = _help("Multi-process strategy through accelerate: 'ddp' (data parallel) or 'fsdp'.", default="ddp")
+    distributed: str = _help(
+        "Multi-process strategy: 'ddp' (data parallel through accelerate; also one plain process) or 'fsdp' "
+        "(torch's fully_shard per block: weights, gradients, optimizer state and reference split between processes; "
+        "needs a launcher such as torchrun or accelerate launch --multi_gpu).",
+        default="ddp",
+    )
     tensorboard: bool = _help("Also write TensorBoard event files.", default=True)
 
     def __post_init__(self) -> None:

@@ -314,7 +314,9 @@ class RolloutEngine:
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
         )
-        output = self.model.generate(**inputs, generation_config=config, logits_processor=processors)
+        # Never in lock step with other processes (transformers' default for FSDP models): the trainer
+        # gathers sharded weights before rollouts, and each process plays its own number of turns and batches.
+        output = self.model.generate(**inputs, generation_config=config, logits_processor=processors, synced_gpus=False)
         new = output.sequences[:, width:].cpu()
         logprobs = recorder.finish(output.sequences).cpu()
         results = []

@@ -23,10 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", dest="output_dir", default=None, help="alias of --output-dir")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print each process's memory for parameters, gradients, optimizer state and reference model "
+        "(the model built on the meta device: no weights loaded), then exit without training",
+    )
+    parser.add_argument(
+        "--world-size", "--num-processes", dest="world_size", type=int, default=None, metavar="N",
+        help="processes the --dry-run plan is for (default: $WORLD_SIZE, else 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.dry_run:
+        return _print_memory_plan(config, args.world_size)
+    from .sharding import LaunchError, is_sharded
     from .trainer import MGPOTrainer, latest_checkpoint
 
     if not args.resume and latest_checkpoint(Path(config.output_dir)) is not None:
@@ -34,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         trainer = MGPOTrainer(config)
-    except FileNotFoundError as error:  # a model folder that is not there: say so, no traceback
+    except (FileNotFoundError, LaunchError) as error:  # a model folder that is not there, a launch without its processes: say so
         print(f"mgpo train: {error}", file=sys.stderr)
         return 2
     if args.resume:
@@ -42,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
         if trainer.accelerator.is_main_process:
             print(f"resumed from {path} at step {trainer.step}")
     main_process = trainer.accelerator.is_main_process
+    evaluating = bool(config.eval_dataset) and (main_process or is_sharded(trainer.model))  # FSDP: all processes gather the weights
     output = Path(config.output_dir)
-    before = _evaluate(trainer, "before") if main_process and config.eval_dataset and trainer.step == 0 else None
+    before = _evaluate(trainer, "before") if evaluating and trainer.step == 0 else None
     trainer.train(progress=not args.no_progress)
+    after = _evaluate(trainer, "after") if evaluating else None
     if not main_process:
         return 0
-    after = _evaluate(trainer, "after") if config.eval_dataset else None
     if before is None and after is not None:
         before = _first_evaluation(output)
     paths = {"metrics": output / "metrics.jsonl", "curves": output / "curves.png"}
@@ -63,8 +76,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_memory_plan(config: Any, world_size: Optional[int]) -> int:
+    from .memory_plan import memory_plan
+    from .sharding import launched_world_size
+
+    path = Path(config.model).expanduser()
+    if not (path / "config.json").exists():
+        print(f"mgpo train --dry-run: {config.model!r} is not a model folder with a config.json; give one with --model DIR", file=sys.stderr)
+        return 2
+    world = world_size if world_size is not None else launched_world_size() or 1
+    try:
+        print(memory_plan(config, world, path).render())
+    except ValueError as error:
+        print(f"mgpo train --dry-run: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _evaluate(trainer: Any, label: str) -> dict[str, Any]:
     summary = trainer.evaluate(label)
+    if not summary:  # a helping process under FSDP
+        return summary
     print(f"evaluation ({label}, step {trainer.step}): accuracy {summary['accuracy']:.3f}, valid box rate {summary['valid_box_rate']:.3f}, hit rate {summary['hit_rate']:.3f}")
     return summary
 

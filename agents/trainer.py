@@ -11,10 +11,11 @@ One optimisation step:
    clip the gradient norm, take an AdamW step;
 6. log metrics (JSONL, TensorBoard, progress bar) and write a checkpoint when due.
 
-Multi-process training runs through ``accelerate`` (``accelerate launch``):
-each process plays its share of every mini-batch's questions and DDP averages
-the gradients; the loss is scaled so that the result equals one process doing
-the whole batch.
+Multi-process training: ``torchrun`` or ``accelerate launch`` starts the processes;
+each plays its share of every mini-batch's questions, and either DDP (through
+accelerate) or FSDP2 (``fully_shard``, applied here: :mod:`~mgpo_agents.sharding`)
+averages the gradients; the loss is scaled so that the result equals one process
+doing the whole batch.
 """
 
 from __future__ import annotations
@@ -39,14 +40,31 @@ import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_datasets.registry import resolve_dataset
 from mgpo_env.image_store import ImageStore
 
+from . import checkpoint as checkpoint_state
 from .config import MGPOConfig
 from .mgpo_loss import LossTerms, group_advantages, mgpo_token_loss, pack, token_logprobs
 from .qwen_processor import load_model, load_processor
 from .rollout import RolloutEngine
+from .sharding import gathered, gradient_norm, is_sharded, shard_model, shard_summary, start_process_group
 from .shared_images import encode_each_image_once
 from .trajectory import Trajectory
 
 CHECKPOINT_PREFIX = "step-"
+
+
+def add_lora_adapters(model: Any, config: MGPOConfig) -> Any:
+    """With ``lora_rank`` > 0, the model wrapped in LoRA adapters (then only they train); otherwise the model itself."""
+    if config.lora_rank <= 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
+    )
+    return get_peft_model(model, lora)
 
 
 def resolve_model_path(config: MGPOConfig, output_dir: Path) -> Path:
@@ -241,26 +259,16 @@ class MGPOTrainer:
         return path, processor, model
 
     def _add_lora(self, model: Any) -> Any:
-        """With ``lora_rank`` > 0, the model wrapped in LoRA adapters (then only they train); otherwise the model itself."""
-        config = self.config
-        if config.lora_rank <= 0:
-            return model
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=[m.strip() for m in config.lora_target_modules.split(",") if m.strip()],
-        )
-        return get_peft_model(model, lora)
+        return add_lora_adapters(model, self.config)
 
     def _frozen_reference(self, model: Any, *, copy_policy: bool) -> Any:
         """The frozen model of the KL term, or None where there is none to keep.
 
         With LoRA the reference is the base model (adapters disabled, see :meth:`_reference_logprobs`),
         and ``kl_coef`` 0 needs none. A given policy is copied (it may have no folder to load from);
-        otherwise the reference is loaded again from the model folder.
+        otherwise the reference is loaded again from the model folder. Under FSDP the reference is
+        sharded like the policy: in full fine-tuning it is as large as the policy's weights, and a
+        whole copy on every process would cost what sharding saves.
         """
         config = self.config
         if config.lora_rank > 0 or config.kl_coef <= 0:
@@ -270,16 +278,26 @@ class MGPOTrainer:
         else:
             dtype = _dtype(config.dtype, self.accelerator.device)
             reference = load_model(self.model_path, dtype=dtype, trust_remote_code=config.trust_remote_code)
-        reference.requires_grad_(False).eval().to(self.accelerator.device)
+        reference.requires_grad_(False).eval()
         encode_each_image_once(reference, config.encode_images_once)  # a module of its own: the engine hooks only the policy
+        if config.distributed == "fsdp":
+            shard_model(reference, frozen=True)  # moves each block to the device as it shards it
+        else:
+            reference.to(self.accelerator.device)
         return reference
 
     def _prepare_for_training(self, model: Any) -> tuple[Any, torch.optim.Optimizer]:
-        """The policy on its device and its AdamW optimiser over the trainable weights, both wrapped by accelerate."""
-        model.to(self.accelerator.device)
-        params = [p for p in model.parameters() if p.requires_grad]
+        """The policy on its device and its AdamW optimiser over the trainable weights: sharded with
+        ``fully_shard`` under FSDP (each process says how much it holds), else wrapped by accelerate (DDP)."""
+        sharded = self.config.distributed == "fsdp"
+        if sharded:
+            shard_model(model)  # moves each block to the device as it shards it: never a whole copy there
+            print(shard_summary(model, self.rank), flush=True)
+        else:
+            model.to(self.accelerator.device)
+        params = [p for p in model.parameters() if p.requires_grad]  # after sharding: the optimiser holds the shards
         optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
-        return self.accelerator.prepare(model, optimizer)
+        return (model, optimizer) if sharded else self.accelerator.prepare(model, optimizer)
 
     def _rollout_engine(self) -> RolloutEngine:
         """The engine playing the training episodes with the policy, on environments over the training set."""
@@ -332,7 +350,8 @@ class MGPOTrainer:
                 self.save_checkpoint()
             if self._evaluation_due(total):
                 held_out = self.evaluate(f"step{self.step}")
-                bar.write(f"step {self.step}: held-out accuracy {held_out['accuracy']:.3f}, hit rate {held_out['hit_rate']:.3f}")
+                if held_out:
+                    bar.write(f"step {self.step}: held-out accuracy {held_out['accuracy']:.3f}, hit rate {held_out['hit_rate']:.3f}")
         bar.close()
         if writer is not None:
             writer.close()
@@ -345,13 +364,19 @@ class MGPOTrainer:
     def _evaluation_due(self, total: int) -> bool:
         """Whether ``eval_every`` asks for a held-out evaluation now (the last step's is the caller's "after")."""
         every = self.config.eval_every
-        return bool(every and self.config.eval_dataset and self.step % every == 0 and self.step < total and self.accelerator.is_main_process)
+        here = self.accelerator.is_main_process or is_sharded(self.model)  # FSDP: all processes gather the weights
+        return bool(every and self.config.eval_dataset and self.step % every == 0 and self.step < total and here)
 
     def evaluate(self, label: str) -> dict[str, Any]:
-        """Greedy held-out evaluation of the current policy on the config's evaluation data (main process)."""
+        """Greedy held-out evaluation of the current policy on the config's evaluation data (main process).
+
+        Under FSDP every process calls it: all gather the weights, the main process evaluates, the
+        others return an empty summary.
+        """
         from .evaluation import evaluate_trainer
 
-        return evaluate_trainer(self, label)
+        with gathered(self.model):
+            return evaluate_trainer(self, label) if self.accelerator.is_main_process else {}
 
     def _log(self, metrics: dict[str, Any], writer: Any) -> None:
         """Append a step's metrics to metrics.jsonl and, where one is open, to TensorBoard (main process only)."""
@@ -385,14 +410,15 @@ class MGPOTrainer:
         # ---- rollouts (no gradients); groups keep their slot in the whole step, for seeding
         self.model.eval()
         save_now = self.episode_store is not None and config.save_rollouts_every > 0 and (self.step + 1) % config.save_rollouts_every == 0
-        result = self.engine.run(
-            [questions[g] for g in mine],
-            group_size=config.group_size,
-            step=self.step,
-            group_ids=mine,
-            check_drift=config.check_token_drift,
-            on_episode_end=self._store_episode if save_now else None,
-        )
+        with gathered(self.model):  # FSDP: whole weights, so that episodes of different lengths need no collectives
+            result = self.engine.run(
+                [questions[g] for g in mine],
+                group_size=config.group_size,
+                step=self.step,
+                group_ids=mine,
+                check_drift=config.check_token_drift,
+                on_episode_end=self._store_episode if save_now else None,
+            )
         trajectories = result.trajectories
         times = {"generation": result.times.generation, "environment": result.times.environment, "tokenization": result.times.tokenization}
 
@@ -469,7 +495,7 @@ class MGPOTrainer:
         grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        totals.grad_norm += float(grad_norm)
+        totals.grad_norm += gradient_norm(grad_norm)
         totals.updates += 1
 
     def _loss_normaliser(self, trajectories: list[Trajectory], rows: list[int]) -> float:
@@ -568,10 +594,14 @@ class MGPOTrainer:
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Optional[Path]:
-        """Write ``checkpoints/step-N`` atomically (a temp folder renamed when complete)."""
+        """Write ``checkpoints/step-N`` atomically (a temp folder renamed when complete).
+
+        Every process takes part in gathering the full weights and optimizer state
+        (:mod:`~mgpo_agents.checkpoint`); the main process writes them.
+        """
         self.accelerator.wait_for_everyone()
-        state = self.accelerator.get_state_dict(self.model)
-        optimizer_state = self.optimizer.state_dict()
+        state = checkpoint_state.full_model_state(self.model)
+        optimizer_state = checkpoint_state.full_optimizer_state(self.model, self.optimizer)
         if not self.accelerator.is_main_process:
             return None
         root = self.output_dir / "checkpoints"
@@ -583,7 +613,7 @@ class MGPOTrainer:
         unwrapped.save_pretrained(temporary, state_dict=state, safe_serialization=True)
         self.processor.save_pretrained(temporary)
         torch.save(optimizer_state, temporary / "optimizer.pt")
-        torch.save(_rng_state(), temporary / "rng.pt")
+        torch.save(checkpoint_state.rng_state(), temporary / "rng.pt")
         (temporary / "trainer_state.json").write_text(json.dumps({"step": self.step, "base_model": str(self.model_path)}, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -594,24 +624,26 @@ class MGPOTrainer:
         return final
 
     def load_checkpoint(self, path: Optional[Path] = None) -> Path:
-        """Restore weights, optimiser, RNG and step from ``path`` (default: the latest checkpoint)."""
+        """Restore weights, optimiser, RNG and step from ``path`` (default: the latest checkpoint).
+
+        Whatever the number of processes and sharding that wrote it; every process must call.
+        """
         path = Path(path) if path is not None else latest_checkpoint(self.output_dir)
         if path is None:
             raise FileNotFoundError(f"no checkpoint under {self.output_dir / 'checkpoints'} to resume from")
         from safetensors.torch import load_file
 
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if (path / "adapter_model.safetensors").exists():
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(unwrapped, load_file(str(path / "adapter_model.safetensors")))
+        if (path / "adapter_model.safetensors").exists():  # LoRA: the adapters only, the base stays as loaded
+            adapter = checkpoint_state.adapter_module_state(self.model, load_file(str(path / "adapter_model.safetensors")))
+            checkpoint_state.load_model_state(self.model, adapter, strict=False)
         else:
             # Load through transformers, which maps the saved key names back to the module's.
             saved = load_model(path, dtype=next(unwrapped.parameters()).dtype, trust_remote_code=self.config.trust_remote_code)
-            unwrapped.load_state_dict(saved.state_dict(), strict=True)
+            checkpoint_state.load_model_state(self.model, saved.state_dict())
             del saved
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.accelerator.device, weights_only=False))
-        _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+        checkpoint_state.load_optimizer_state(self.model, self.optimizer, path / "optimizer.pt")
+        checkpoint_state.set_rng_state(checkpoint_state.load_rng_state(path / "rng.pt"))
         self.step = int(json.loads((path / "trainer_state.json").read_text())["step"])
         return path
 
@@ -631,12 +663,16 @@ def latest_checkpoint(output_dir: Path) -> Optional[Path]:
 
 
 def _make_accelerator(config: MGPOConfig) -> Any:
-    """accelerate's Accelerator: on the CPU where there is no GPU, with FSDP where the config asks for it."""
-    from accelerate import Accelerator
-    from accelerate.utils import FullyShardedDataParallelPlugin
+    """accelerate's Accelerator (on the CPU where there is no GPU), over the process group the launch asks for.
 
-    plugin = FullyShardedDataParallelPlugin() if config.distributed == "fsdp" else None
-    return Accelerator(cpu=not torch.cuda.is_available(), fsdp_plugin=plugin)
+    The group starts first (:func:`~mgpo_agents.sharding.start_process_group`: a timeout, clear errors
+    for launches without one), and accelerate reuses it. Under FSDP accelerate only reports ranks and
+    reduces figures: the trainer shards the model itself.
+    """
+    from accelerate import Accelerator
+
+    start_process_group(config.distributed)
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def _dtype(name: str, device: torch.device) -> torch.dtype:
@@ -651,16 +687,4 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -182,8 +182,8 @@ def test_two_processes_match_one_process(tmp_path, tiny_training_config):
     config_file = tmp_path / "config.json"
     config.save(config_file)
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    two_processes = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]  # the venv's, with or without its console script
+    two_processes = [*accelerate, "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     two_processes += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     for name, launcher in (("two", two_processes), ("one", [sys.executable])):
         command = [*launcher, str(WORKER), str(config_file), str(tmp_path / name)]
