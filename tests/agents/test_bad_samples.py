@@ -1,0 +1,108 @@
+"""Bad training samples: one truncated JPEG among eight images is found, listed, counted and skipped, or stops the run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mgpo_agents.bad_samples import BAD_SAMPLES_FILE, BadSamples
+from mgpo_agents.faults import EXIT_BAD_DATA, TooManyBadSamples
+
+
+def _dataset(folder: Path, bad: int = 1) -> Path:
+    """Eight 320x240 JPEGs and their JSONL file; the first ``bad`` images are truncated to half their bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(8):
+        path = folder / f"{i}.jpg"
+        Image.new("RGB", (320, 240), (30 * i, 90, 160)).save(path, quality=90)
+        if i < bad:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        rows.append({"id": f"q{i}", "image": path.name, "question": "Which colour is the sky?", "choices": ["blue", "green"], "answer": "A"})
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "train.jsonl"
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _train(tmp_path: Path, tiny_training_config, data: Path, *flags: str) -> tuple[int, Path]:
+    from mgpo_agents.cli import main
+
+    config = tiny_training_config(group_size=2, max_new_tokens=4, prompts_per_step=2, mini_batch_prompts=2, steps=4, save_every=100)
+    config_file = tmp_path / "config.json"
+    config.save(config_file)
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config_file), "--dataset", f"jsonl:{data}", "--output", str(out), "--no-progress", *flags])
+    return code, out
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("validate", ["header", "decode"])
+def test_one_truncated_jpeg_among_eight_is_skipped_listed_and_counted(tmp_path, tiny_training_config, capsys, validate):
+    pytest.importorskip("torch")
+    data = _dataset(tmp_path / "data")
+    before = _digest(data.parent)
+    code, out = _train(tmp_path, tiny_training_config, data, "--validate-data", validate)  # the default policy: skip
+    assert code == 0, capsys.readouterr().err[-3000:]
+    listed = [json.loads(line) for line in (out / BAD_SAMPLES_FILE).read_text().splitlines()]
+    assert [(row["index"], row["sample_id"]) for row in listed] == [(0, "q0")]
+    assert "0.jpg" in listed[0]["reason"] and "truncated" in listed[0]["reason"]
+    # A header check cannot see a truncated body: the step that draws it finds it; a full decode finds it first.
+    if validate == "decode":
+        assert listed[0]["found"] == "validation"
+    else:
+        assert listed[0]["found"].startswith("step ")
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # 4 steps x 2 questions: every sample drawn once
+    assert sum(r["skipped_samples"] for r in rows) == 1 and rows[-1]["bad_samples_total"] == 1
+    assert "skipped" in capsys.readouterr().err
+    assert _digest(data.parent) == before  # the data was only read
+
+
+@pytest.mark.slow
+def test_on_bad_sample_error_stops_with_the_file_named_and_no_traceback(tmp_path, tiny_training_config, capsys):
+    pytest.importorskip("torch")
+    data = _dataset(tmp_path / "data")
+    code, out = _train(tmp_path, tiny_training_config, data, "--validate-data", "decode", "--on-bad-sample", "error")
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_DATA
+    assert "0.jpg" in err and "--on-bad-sample skip" in err and "Traceback" not in err
+    assert not (out / "metrics.jsonl").exists()  # found before the first step
+
+
+@pytest.mark.slow
+def test_more_bad_samples_than_allowed_stop_the_run_before_training(tmp_path, tiny_training_config, capsys):
+    pytest.importorskip("torch")
+    data = _dataset(tmp_path / "data", bad=2)
+    code, out = _train(tmp_path, tiny_training_config, data, "--validate-data", "decode", "--max-bad-fraction", "0.2")
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_DATA
+    assert "2 of 8 training samples (25.0%) are unreadable" in err and "--max-bad-fraction 0.2" in err
+    assert len((out / BAD_SAMPLES_FILE).read_text().splitlines()) == 2
+
+
+def test_the_bad_sample_list_is_read_back_and_counts_each_sample_once(tmp_path):
+    path = tmp_path / BAD_SAMPLES_FILE
+    log = BadSamples(path, 10, max_fraction=0.2)
+    log.add(3, "q3", "truncated", found="validation")
+    log.add(3, "q3", "truncated", found="step 2")  # met again: still one
+    log.add(7, "q7", "missing", found="step 4")
+    assert len(path.read_text().splitlines()) == 2
+    again = BadSamples(path, 10, max_fraction=0.2)
+    assert 3 in again and 7 in again and 5 not in again and len(again) == 2
+    with pytest.raises(TooManyBadSamples, match=r"3 of 10 training samples \(30.0%\)"):
+        again.add(1, "q1", "not an image", found="step 5")
+    with pytest.raises(TooManyBadSamples, match="q9"):
+        BadSamples(None, 100, policy="error").add(9, "q9", "truncated", found="validation")
+    with pytest.raises(ValueError, match="on_bad_sample"):
+        BadSamples(None, 1, policy="ignore")
