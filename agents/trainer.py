@@ -289,7 +289,7 @@ class MGPOTrainer:
             seed=config.seed,
             encode_images_once=config.encode_images_once,  # the hooks serve the training passes too (same modules)
             max_episode_tokens=config.max_episode_tokens,
-            skip_bad_samples=config.on_bad_sample == "skip",
+            skip_bad_samples=True,  # reported back: BadSamples lists each one, then applies on_bad_sample
         )
 
     def _episode_store(self) -> Any:

@@ -70,14 +70,19 @@ def test_one_truncated_jpeg_among_eight_is_skipped_listed_and_counted(tmp_path, 
 
 
 @pytest.mark.slow
-def test_on_bad_sample_error_stops_with_the_file_named_and_no_traceback(tmp_path, tiny_training_config, capsys):
+@pytest.mark.parametrize("validate", ["header", "decode"])
+def test_on_bad_sample_error_stops_with_the_file_named_and_no_traceback(tmp_path, tiny_training_config, capsys, validate):
     pytest.importorskip("torch")
     data = _dataset(tmp_path / "data")
-    code, out = _train(tmp_path, tiny_training_config, data, "--validate-data", "decode", "--on-bad-sample", "error")
+    code, out = _train(tmp_path, tiny_training_config, data, "--validate-data", validate, "--on-bad-sample", "error")
     err = capsys.readouterr().err
     assert code == EXIT_BAD_DATA
     assert "0.jpg" in err and "--on-bad-sample skip" in err and "Traceback" not in err
-    assert not (out / "metrics.jsonl").exists()  # found before the first step
+    assert [json.loads(line)["sample_id"] for line in (out / BAD_SAMPLES_FILE).read_text().splitlines()] == ["q0"]
+    if validate == "decode":
+        assert not (out / "metrics.jsonl").exists()  # found before the first step
+    else:  # found by the step that drew it, which was not logged
+        assert len(_metrics(out) if (out / "metrics.jsonl").exists() else []) < 4
 
 
 @pytest.mark.slow
