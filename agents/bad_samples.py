@@ -5,6 +5,9 @@ multi-day run must not die at hour 7 on one of them, nor train on quietly less
 data than it thinks. :class:`BadSamples` keeps the set of bad sample indices the
 run has met and applies the policy:
 
+* a row the dataset loader could not use (a missing image file) is dropped by the
+  loader itself under ``"skip"`` (``on_error="skip"``) and listed here with
+  ``"index": null`` and ``"found": "loading"``;
 * every bad sample is listed, with its reason and where it was found, in
   ``output_dir/bad_samples.jsonl`` (one JSON object a line), which a resumed run
   reads back; the dataset itself is never touched;
@@ -42,26 +45,34 @@ class BadSamples:
         self.dataset_size = dataset_size
         self.policy = policy
         self.max_fraction = max_fraction
-        self.reasons: dict[int, str] = {}
+        self.reasons: dict[int, str] = {}  # by index in the dataset
+        self.unloadable: dict[str, str] = {}  # rows the loader dropped, by where they are (file and line)
         if self.path is not None and self.path.exists():
             from mgpo_tools.metrics import read_metrics  # the same tolerant JSON-lines reader (a torn last line is skipped)
 
             for row in read_metrics(self.path):
-                self.reasons.setdefault(int(row["index"]), str(row.get("reason", "")))
+                if row.get("index") is None:
+                    self.unloadable.setdefault(str(row.get("where")), str(row.get("reason", "")))
+                else:
+                    self.reasons.setdefault(int(row["index"]), str(row.get("reason", "")))
 
     def __contains__(self, index: int) -> bool:
         return index in self.reasons
 
     def __len__(self) -> int:
-        return len(self.reasons)
+        return len(self.reasons) + len(self.unloadable)
+
+    def add_unloadable(self, where: str, reason: str, *, write: bool = True) -> None:
+        """Record a row the loader dropped (it is not in the dataset); :meth:`check` counts it."""
+        if where not in self.unloadable:
+            self.unloadable[where] = reason
+            self._write({"index": None, "where": where, "reason": reason, "found": "loading"}, write)
 
     def add(self, index: int, sample_id: str, reason: str, *, found: str, write: bool = True) -> None:
         """Record a bad sample (once), then apply the policy: raise under ``"error"`` or past the allowed share."""
         if index not in self.reasons:
             self.reasons[index] = reason
-            if write and self.path is not None:
-                with open(self.path, "a") as f:
-                    f.write(json.dumps({"index": index, "sample_id": sample_id, "reason": reason, "found": found}) + "\n")
+            self._write({"index": index, "sample_id": sample_id, "reason": reason, "found": found}, write)
         if self.policy == "error":
             raise TooManyBadSamples(
                 f"sample {sample_id!r} (index {index}) cannot be used: {reason}. The dataset was not changed; fix or "
@@ -69,13 +80,19 @@ class BadSamples:
             )
         self.check()
 
+    def _write(self, row: dict, write: bool) -> None:
+        if write and self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
     def check(self) -> None:
-        """Raise :class:`TooManyBadSamples` when more than the allowed share of the dataset is bad."""
-        share = len(self.reasons) / max(self.dataset_size, 1)
+        """Raise :class:`TooManyBadSamples` when more than the allowed share of the data is bad (dropped rows included)."""
+        total = self.dataset_size + len(self.unloadable)
+        share = len(self) / max(total, 1)
         if share > self.max_fraction:
             where = f"; they are listed in {self.path}" if self.path is not None else ""
             raise TooManyBadSamples(
-                f"{len(self.reasons)} of {self.dataset_size} training samples ({share:.1%}) are unreadable, more than "
+                f"{len(self)} of {total} training samples ({share:.1%}) are unreadable, more than "
                 f"--max-bad-fraction {self.max_fraction:g} allows{where}. The dataset was not changed; fix the files "
                 "(mgpo data SPEC --decode lists them all) or raise --max-bad-fraction"
             )

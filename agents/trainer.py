@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import mgpo_env  # noqa: F401  (registers the environment)
-from mgpo_datasets.registry import resolve_dataset
+from mgpo_datasets.registry import dataset_entry, resolve_dataset
 from mgpo_env.image_store import ImageStore
 
 from .bad_samples import BAD_SAMPLES_FILE, BadSamples
@@ -194,7 +194,7 @@ class MGPOTrainer:
         self.reference = self._frozen_reference(model, copy_policy=given)
         self.model, self.optimizer = self._prepare_for_training(model)
 
-        self.dataset = resolve_dataset(config.dataset, **config.dataset_kwargs)
+        self.dataset = self._training_dataset()
         self.images = ImageStore()
         self.engine = self._rollout_engine()
         self.pad_id = self.engine.pad_id
@@ -203,6 +203,20 @@ class MGPOTrainer:
         self.episode_store = self._episode_store()
         bad_file = self.output_dir / BAD_SAMPLES_FILE
         self.bad_samples = BadSamples(bad_file, len(self.dataset), policy=config.on_bad_sample, max_fraction=config.max_bad_fraction)
+        for where, reason in getattr(self.dataset, "skipped", []):  # checked against max_bad_fraction in validate_data
+            self.bad_samples.add_unloadable(where, reason, write=self.accelerator.is_main_process)
+
+    def _training_dataset(self) -> Any:
+        """The training set; under ``on_bad_sample="skip"`` a loader that can drops rows it cannot use (they are listed)."""
+        config = self.config
+        kwargs = dict(config.dataset_kwargs)
+        if config.on_bad_sample == "skip" and isinstance(config.dataset, str):
+            try:
+                if dataset_entry(config.dataset).accepts_on_error:
+                    kwargs.setdefault("on_error", "skip")
+            except ValueError:  # an unknown name: resolve_dataset says so
+                pass
+        return resolve_dataset(config.dataset, **kwargs)
 
     def _check_batch_split(self) -> None:
         """Each process plays an equal share of every mini-batch (:func:`rank_share`), so both sizes must split evenly."""
@@ -361,6 +375,7 @@ class MGPOTrainer:
         stops as ``on_bad_sample`` and ``max_bad_fraction`` say). Nothing in the dataset is changed.
         """
         mode = self.config.validate_data
+        self.bad_samples.check()  # rows the loader dropped count too
         if mode == "none":
             return
         from mgpo_datasets.data_check import unreadable_images

@@ -35,6 +35,7 @@ def _train(tmp_path: Path, tiny_training_config, data: Path, *flags: str) -> tup
     from mgpo_agents.cli import main
 
     config = tiny_training_config(group_size=2, max_new_tokens=4, prompts_per_step=2, mini_batch_prompts=2, steps=4, save_every=100)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config_file = tmp_path / "config.json"
     config.save(config_file)
     out = tmp_path / "run"
@@ -96,6 +97,22 @@ def test_more_bad_samples_than_allowed_stop_the_run_before_training(tmp_path, ti
     assert len((out / BAD_SAMPLES_FILE).read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
+def test_a_missing_image_file_is_dropped_by_the_loader_listed_and_counted(tmp_path, tiny_training_config, capsys):
+    pytest.importorskip("torch")
+    data = _dataset(tmp_path / "data", bad=0)
+    (data.parent / "5.jpg").unlink()
+    code, out = _train(tmp_path, tiny_training_config, data, "--steps", "1")
+    assert code == 0, capsys.readouterr().err[-3000:]
+    listed = [json.loads(line) for line in (out / BAD_SAMPLES_FILE).read_text().splitlines()]
+    assert len(listed) == 1 and listed[0]["index"] is None and listed[0]["found"] == "loading"
+    assert "5.jpg" in listed[0]["reason"] and "line 6" in listed[0]["where"]
+    assert _metrics(out)[0]["bad_samples_total"] == 1
+    # The same file with a lower allowed share stops before training: 1 of 8 rows (12.5%).
+    code, _ = _train(tmp_path / "strict", tiny_training_config, data, "--max-bad-fraction", "0.1")
+    assert code == EXIT_BAD_DATA and "1 of 8 training samples (12.5%)" in capsys.readouterr().err
+
+
 def test_the_bad_sample_list_is_read_back_and_counts_each_sample_once(tmp_path):
     path = tmp_path / BAD_SAMPLES_FILE
     log = BadSamples(path, 10, max_fraction=0.2)
@@ -109,5 +126,12 @@ def test_the_bad_sample_list_is_read_back_and_counts_each_sample_once(tmp_path):
         again.add(1, "q1", "not an image", found="step 5")
     with pytest.raises(TooManyBadSamples, match="q9"):
         BadSamples(None, 100, policy="error").add(9, "q9", "truncated", found="validation")
+    dropped = BadSamples(tmp_path / "dropped.jsonl", 3, max_fraction=0.3)
+    dropped.add_unloadable("train.jsonl, line 2", "image file 'b.jpg' does not exist")
+    dropped.add_unloadable("train.jsonl, line 2", "image file 'b.jpg' does not exist")
+    assert len(BadSamples(tmp_path / "dropped.jsonl", 3)) == 1
+    dropped.check()  # 1 of 4 rows: within 0.3
+    with pytest.raises(TooManyBadSamples, match=r"2 of 4 training samples \(50.0%\)"):
+        dropped.add(0, "a", "truncated", found="validation")
     with pytest.raises(ValueError, match="on_bad_sample"):
         BadSamples(None, 1, policy="ignore")
