@@ -11,8 +11,9 @@ run has met and applies the policy:
 * every bad sample is listed, with its reason and where it was found, in
   ``output_dir/bad_samples.jsonl`` (one JSON object a line), which a resumed run
   reads back; the dataset itself is never touched;
-* ``on_bad_sample="skip"``: its question is left out of every step that draws it
-  (the trainer counts these in the metrics); ``"error"``: the first one stops the run;
+* ``on_bad_sample="skip"``: every step that draws it plays the next readable sample in
+  its place (the trainer counts these in the metrics), so each process keeps its share
+  of the batch; ``"error"``: the first one stops the run;
 * more than ``max_bad_fraction`` of the dataset bad stops the run
   (:class:`~mgpo_agents.faults.TooManyBadSamples`), naming the file that lists them.
 """

@@ -64,8 +64,8 @@ class MGPOConfig:
         default="header",
     )
     on_bad_sample: str = _help(
-        "What an unreadable sample does: 'skip' leaves its question out of the step (counted in the metrics and listed "
-        "in output_dir/bad_samples.jsonl), 'error' stops the run at the first one.",
+        "What an unreadable sample does: 'skip' plays the next readable sample in its place (so every step keeps its "
+        "size; counted in the metrics and listed in output_dir/bad_samples.jsonl), 'error' stops the run at the first one.",
         default="skip",
     )
     max_bad_fraction: float = _help(

@@ -164,7 +164,10 @@ class RolloutEngine:
             otherwise the episode ends as truncated (reward 0, ``info["overlong"]``): the
             prompt is never cut and the model never runs past its context.
         skip_bad_samples: a sample whose image cannot be read (``DataError`` at reset) is
-            left out and reported in :attr:`RolloutResult.skipped`, instead of raising.
+            reported in :attr:`RolloutResult.skipped` instead of raising; its group plays
+            ``stand_in(index)`` instead (so every process keeps its share of the batch),
+            or is left out without ``stand_in`` (or when it returns None).
+        stand_in: ``f(bad index) -> index`` of the sample that takes a bad one's place.
     """
 
     def __init__(
@@ -182,10 +185,12 @@ class RolloutEngine:
         encode_images_once: bool = True,
         max_episode_tokens: int = 0,
         skip_bad_samples: bool = False,
+        stand_in: Optional[Callable[[int], Optional[int]]] = None,
     ) -> None:
         encode_each_image_once(model, encode_images_once)
         self.max_episode_tokens = max_episode_tokens or context_length(model) or 0  # 0: no limit known
         self.skip_bad_samples = skip_bad_samples
+        self.stand_in = stand_in
         self.extra_logits_processors = extra_logits_processors
         self.model = model
         self.processor = processor
@@ -197,6 +202,7 @@ class RolloutEngine:
         self.generation_batch_size = generation_batch_size
         self.seed = seed
         self.envs: list[gym.Env] = []
+        self._probe: Optional[gym.Env] = None  # tries each group's sample first (see _first_readable)
         tokenizer = processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.end_of_turn_id
         stop = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -280,32 +286,56 @@ class RolloutEngine:
     ) -> tuple[list[Trajectory], list[gym.Env], list[tuple[int, str, str]]]:
         """Reset ``group_size`` environments on each sample; each trajectory starts with its group's prompt.
 
-        With ``skip_bad_samples``, a sample whose image cannot be read is left out (all its group) and returned.
+        With ``skip_bad_samples``, a sample whose image cannot be read is returned, and its group
+        plays the stand-in sample (or is left out).
         """
         trajectories: list[Trajectory] = []
         envs: list[gym.Env] = []
         skipped: list[tuple[int, str, str]] = []
         for slot, index in zip(slots, sample_indices):
+            with times.measure("environment"):
+                index = self._first_readable(int(index), skipped)
+            if index is None:
+                continue
             prompt = None
             for rollout in range(group_size):
                 with times.measure("environment"):
                     env = self._env(len(envs))
-                    try:
-                        _, info = env.reset(options={"index": int(index)})
-                    except DataError as error:  # the first reset of a group decodes its image: nothing of it was kept
-                        if not self.skip_bad_samples:
-                            raise
-                        skipped.append((int(index), env.unwrapped.dataset[int(index)].sample_id, str(error)))
-                        break
+                    _, info = env.reset(options={"index": index})  # decoded and cached by the first reset
                 envs.append(env)
                 if prompt is None:  # one rendering serves the whole group: the prompt is the same
                     with times.measure("tokenization"):
                         prompt = self.tokens.prompt(env.unwrapped.chat_messages())
-                trajectory = Trajectory(group=slot, rollout=rollout, sample_index=int(index), info=dict(info))
+                trajectory = Trajectory(group=slot, rollout=rollout, sample_index=index, info=dict(info))
                 trajectory.segments.append(Segment(prompt["input_ids"][0].tolist(), generated=False))
                 trajectory.add_images(prompt.get("pixel_values"), prompt.get("image_grid_thw"))
                 trajectories.append(trajectory)
         return trajectories, envs, skipped
+
+    def _first_readable(self, index: int, skipped: list[tuple[int, str, str]]) -> Optional[int]:
+        """``index``, or where its image cannot be read, the first readable stand-in (None: none); failures go to ``skipped``.
+
+        A probe environment of its own tries the reset (decoding the image into the shared store for the group):
+        one whose reset raised is replaced, since Gymnasium's checker wrappers are left inconsistent by it.
+        """
+        if not self.skip_bad_samples:
+            return index  # the group's first reset raises for a bad one
+        tried: set[int] = set()
+        while True:
+            if self._probe is None:
+                self._probe = self.make_env()
+            try:
+                self._probe.reset(options={"index": index})
+                return index
+            except DataError as error:
+                skipped.append((index, self._probe.unwrapped.dataset[index].sample_id, str(error)))
+                self._probe.close()
+                self._probe = None
+                tried.add(index)
+                following = self.stand_in(index) if self.stand_in is not None else None
+                if following is None or following in tried:
+                    return None
+                index = following
 
     def _generate_in_batches(
         self, trajectories: Sequence[Trajectory], step: int, turn: int, greedy: bool, times: RolloutTimes

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         before = _evaluate(trainer, "before") if main_process and config.eval_dataset and trainer.step == 0 else None
         trainer.train(progress=not args.no_progress)
     except TrainingStopped as stop:
-        print(f"mgpo train: {stop}", file=sys.stderr)
+        if main_process:  # the others stop for the same reason at the same step
+            print(f"mgpo train: {stop}", file=sys.stderr)
         return stop.exit_code
     except DataError as error:  # an unreadable evaluation sample (training samples are the policy's)
         print(f"mgpo train: {error}; the dataset was not changed (--on-bad-sample skip leaves such training samples out)", file=sys.stderr)

@@ -304,6 +304,7 @@ class MGPOTrainer:
             encode_images_once=config.encode_images_once,  # the hooks serve the training passes too (same modules)
             max_episode_tokens=config.max_episode_tokens,
             skip_bad_samples=True,  # reported back: BadSamples lists each one, then applies on_bad_sample
+            stand_in=self._stand_in,
         )
 
     def _episode_store(self) -> Any:
@@ -348,7 +349,9 @@ class MGPOTrainer:
                         self.save_checkpoint()
                     stop = self._stop_signal(signals)
                     if stop is not None:
-                        path = self.save_checkpoint() if not saved else latest_checkpoint(self.output_dir)
+                        if not saved:
+                            self.save_checkpoint()
+                        path = self.output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.step:06d}"
                         raise RunPreempted(
                             f"stopped by {stop} after step {self.step} of {total}; checkpoint {path} written. "
                             "Run the same command with --resume to continue exactly from there",
@@ -384,8 +387,8 @@ class MGPOTrainer:
         for index, sample_id, reason in found:
             self.bad_samples.add(index, sample_id, reason, found="validation", write=self.accelerator.is_main_process)
         if found and self.accelerator.is_main_process:
-            print(f"mgpo train: {len(found)} of {len(self.dataset)} training samples have unreadable images; their questions "
-                  f"are skipped (listed in {self.bad_samples.path})", file=sys.stderr)
+            print(f"mgpo train: {len(found)} of {len(self.dataset)} training samples have unreadable images and are skipped: a step "
+                  f"that draws one plays the next readable sample instead (listed in {self.bad_samples.path})", file=sys.stderr)
 
     def _stop_signal(self, signals: StopSignals) -> Optional[str]:
         """The stop signal's name if any process has received one (all processes stop after the same step)."""
@@ -462,8 +465,11 @@ class MGPOTrainer:
         started = time.perf_counter()
         questions = step_questions(self.step, config.prompts_per_step, len(self.dataset), config.seed)
         mine = rank_share(len(questions), config.mini_batch_prompts, self.world, self.rank)
+        # A bad sample's group plays a stand-in, so every process keeps its share of the batch.
         known_bad = [g for g in mine if questions[g] in self.bad_samples]  # found before: not even tried
-        mine = [g for g in mine if questions[g] not in self.bad_samples]
+        for g in known_bad:
+            questions[g] = self._stand_in(questions[g])
+        mine = [g for g in mine if questions[g] is not None]
 
         # ---- rollouts (no gradients); groups keep their slot in the whole step, for seeding
         self.model.eval()
@@ -488,13 +494,20 @@ class MGPOTrainer:
 
         # ---- learning
         learn_started = time.perf_counter()
-        learnable = [i for i, t in enumerate(trajectories) if any(t.loss_mask)]  # an episode ended before its first reply teaches nothing
+        # An episode ended before its first reply (overlong prompt) teaches nothing: one process may leave it out,
+        # several keep it so that each takes part in every collective of the update.
+        learnable = [i for i, t in enumerate(trajectories) if self.world > 1 or any(t.loss_mask)]
         stats = self._optimise([trajectories[i] for i in learnable], advantages[learnable])
         times["learning"] = time.perf_counter() - learn_started
         self.step += 1
         metrics = self._metrics(trajectories, rewards, flat_groups, stats, times, result.drift, skipped)
         metrics["step_time"] = time.perf_counter() - started
         return metrics
+
+    def _stand_in(self, index: int) -> Optional[int]:
+        """The sample that plays in a bad one's place: the next in dataset order not known to be bad (None: none left)."""
+        size = len(self.dataset)
+        return next(((index + k) % size for k in range(1, size) if (index + k) % size not in self.bad_samples), None)
 
     def _record_bad_samples(self, found: list[tuple[int, str, str]]) -> None:
         """Add the samples this step found unreadable (on every process) to :attr:`bad_samples`; may stop the run."""

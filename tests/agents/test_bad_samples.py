@@ -135,3 +135,25 @@ def test_the_bad_sample_list_is_read_back_and_counts_each_sample_once(tmp_path):
         dropped.add(0, "a", "truncated", found="validation")
     with pytest.raises(ValueError, match="on_bad_sample"):
         BadSamples(None, 1, policy="ignore")
+
+
+@pytest.mark.parametrize("stand_in", [True, False])
+def test_the_rollout_engine_plays_a_stand_in_for_an_unreadable_sample(tmp_path, tiny_dir, stand_in):
+    pytest.importorskip("torch")
+    import gymnasium as gym
+
+    from mgpo_agents.qwen_processor import load_model, load_processor
+    from mgpo_agents.rollout import RolloutEngine
+    from mgpo_datasets.sample import DataError
+
+    data = _dataset(tmp_path / "data", bad=1)
+    make = lambda: gym.make("mgpo/HighResVQA-v0", dataset=f"jsonl:{data}", min_pixels=16 * 28 * 28, max_pixels=36 * 28 * 28)  # noqa: E731
+    model, processor = load_model(tiny_dir), load_processor(tiny_dir)
+    engine = RolloutEngine(model, processor, make, max_new_tokens=4, skip_bad_samples=True, stand_in=(lambda i: i + 1) if stand_in else None)
+    result = engine.run([0, 3], group_size=2, group_ids=[5, 6])
+    assert [(index, sample_id) for index, sample_id, _ in result.skipped] == [(0, "q0")]
+    played = [(t.group, t.sample_index) for t in result.trajectories]
+    assert played == ([(5, 1), (5, 1), (6, 3), (6, 3)] if stand_in else [(6, 3), (6, 3)])  # the slot (and its seeds) kept
+    strict = RolloutEngine(model, processor, make, max_new_tokens=4)
+    with pytest.raises(DataError, match="0.jpg"):
+        strict.run([0], group_size=2)
