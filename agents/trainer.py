@@ -346,11 +346,11 @@ class MGPOTrainer:
                     bar.update(1)
                     saved = self.step % self.config.save_every == 0 or self.step == total
                     if saved:
-                        self.save_checkpoint()
+                        self._checkpoint()
                     stop = self._stop_signal(signals)
                     if stop is not None:
                         if not saved:
-                            self.save_checkpoint()
+                            self._checkpoint()
                         path = self.output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.step:06d}"
                         raise RunPreempted(
                             f"stopped by {stop} after step {self.step} of {total}; checkpoint {path} written. "
@@ -389,6 +389,20 @@ class MGPOTrainer:
         if found and self.accelerator.is_main_process:
             print(f"mgpo train: {len(found)} of {len(self.dataset)} training samples have unreadable images and are skipped: a step "
                   f"that draws one plays the next readable sample instead (listed in {self.bad_samples.path})", file=sys.stderr)
+
+    def _checkpoint(self) -> None:
+        """:meth:`save_checkpoint` on every process; a write that fails on the main one stops them all, not only it."""
+        failure: Optional[CheckpointWriteError] = None
+        try:
+            self.save_checkpoint()
+        except CheckpointWriteError as error:
+            failure = error
+        if self.world > 1:
+            flag = torch.tensor([1.0 if failure else 0.0], device=self.accelerator.device)
+            if self.accelerator.reduce(flag, reduction="sum").item() and failure is None:
+                failure = CheckpointWriteError(f"the main process could not write checkpoint step {self.step} (see its message)")
+        if failure is not None:
+            raise failure
 
     def _stop_signal(self, signals: StopSignals) -> Optional[str]:
         """The stop signal's name if any process has received one (all processes stop after the same step)."""
