@@ -50,8 +50,19 @@ def full_model_state(model: Any) -> dict[str, torch.Tensor]:
 
 
 def full_optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer's full state keyed by parameter name (independent of sharding). Every process must call."""
-    return get_optimizer_state_dict(model, _plain(optimizer), options=_GATHER)
+    """The optimizer's full state keyed by parameter name (independent of sharding). Every process must call.
+
+    Before the first applied update the optimizer has no state, and ``torch.distributed.checkpoint``
+    would create one (a zero-gradient step: AdamW's step count 1), so saving would change how the
+    run goes on. That state is removed again, and the checkpoint says "no state yet".
+    """
+    plain = _plain(optimizer)
+    fresh = not plain.state
+    state = get_optimizer_state_dict(model, plain, options=_GATHER)
+    if fresh:
+        plain.state.clear()
+        state["state"] = {}
+    return state
 
 
 def load_model_state(model: Any, state: dict[str, torch.Tensor], *, strict: bool = True) -> None:
@@ -88,6 +99,8 @@ def load_optimizer_state(model: Any, optimizer: torch.optim.Optimizer, path: Pat
         plain.load_state_dict(state)
         return
     set_optimizer_state_dict(model, plain, state, options=_load_options(model))
+    if not state["state"]:  # saved before the first update: keep it so (loading creates a zero-gradient state)
+        plain.state.clear()
 
 
 def rng_state() -> dict[str, Any]:

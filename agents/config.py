@@ -62,6 +62,22 @@ class MGPOConfig:
         "this process; start it with the same dataset and environment options (checked at connection). Empty: local.",
         default="",
     )
+    validate_data: str = _help(
+        "Check the training images before the first step: 'header' reads each stored image's header (fast; finds "
+        "missing and non-image files), 'decode' decodes each one with a progress bar (also finds truncated files), "
+        "'none' checks nothing. The data is only read, never changed.",
+        default="header",
+    )
+    on_bad_sample: str = _help(
+        "What an unreadable sample does: 'skip' plays the next readable sample in its place (so every step keeps its "
+        "size; counted in the metrics and listed in output_dir/bad_samples.jsonl), 'error' stops the run at the first one.",
+        default="skip",
+    )
+    max_bad_fraction: float = _help(
+        "Stop the run when more than this share of the training samples has proved unreadable (0: stop at the first). "
+        "A few bad files in a large set go by; a wrong image folder (every image missing) stops the run before its first step.",
+        default=0.2,
+    )
 
     # ---------------------------------------------------------------- rollout
     group_size: int = _help("Rollouts per question (GRPO group, n).", default=8)
@@ -69,6 +85,11 @@ class MGPOConfig:
     temperature: float = _help("Sampling temperature of training rollouts.", default=1.0)
     top_p: float = _help("Nucleus sampling threshold of training rollouts.", default=1.0)
     max_new_tokens: int = _help("Most tokens the model may generate in one reply.", default=8192)
+    max_episode_tokens: int = _help(
+        "Most tokens an episode (prompt, images and replies) may hold (0: the model's context length). An episode "
+        "whose next reply could pass it ends as truncated, with reward 0; the prompt is never cut.",
+        default=0,
+    )
     generation_batch_size: int = _help("Rollouts generated together in one batch (0: all of a step at once).", default=0)
     encode_images_once: bool = _help(
         "Run the vision tower once per distinct image of a batch: the G episodes of a group share their original "
@@ -99,13 +120,18 @@ class MGPOConfig:
     mini_batch_prompts: int = _help("Questions per optimiser update (a step with more questions makes several updates).", default=128)
     ppo_epochs: int = _help("Passes over a step's rollouts.", default=1)
     micro_batch_size: int = _help("Trajectories per forward/backward pass (gradient accumulation over the mini-batch).", default=8)
+    max_consecutive_skips: int = _help(
+        "An update whose loss or gradient is not finite is skipped (no optimiser step); this many skipped updates "
+        "in a row stop the run, the last checkpoint intact.",
+        default=5,
+    )
 
     # -------------------------------------------------------------------- run
     steps: int = _help("Optimisation steps.", default=80)
     seed: int = _help("Seed of data order, sampling and initialisation.", default=0)
     output_dir: str = _help("Folder for metrics, checkpoints, plots and the saved config.", default="runs/mgpo")
     save_every: int = _help("Write a checkpoint every N steps (and at the end).", default=10)
-    keep_checkpoints: int = _help("Checkpoints kept on disk (older ones are deleted).", default=2)
+    keep_checkpoints: int = _help("Checkpoints kept on disk (older ones are deleted, only once a newer one is complete).", default=2)
     save_rollouts_every: int = _help("Store the rollouts of every N-th step in output_dir/episodes (0: never).", default=0)
     eval_every: int = _help("Evaluate every N steps (0: only before and after training).", default=0)
     eval_dataset: str = _help("Evaluation data spec (empty: no evaluation).", default="")
@@ -158,6 +184,11 @@ class MGPOConfig:
         need(self.lora_rank >= 0, f"lora_rank={self.lora_rank}; must be >= 0")
         need(self.max_turns >= 1, f"max_turns={self.max_turns}; must be >= 1")
         need(self.min_pixels <= self.max_pixels, f"min_pixels={self.min_pixels} > max_pixels={self.max_pixels}")
+        need(self.validate_data in ("none", "header", "decode"), f"validate_data={self.validate_data!r}; choose 'none', 'header' or 'decode'")
+        need(self.on_bad_sample in ("skip", "error"), f"on_bad_sample={self.on_bad_sample!r}; choose 'skip' or 'error'")
+        need(0 <= self.max_bad_fraction <= 1, f"max_bad_fraction={self.max_bad_fraction}; must be in [0, 1]")
+        need(self.max_consecutive_skips >= 1, f"max_consecutive_skips={self.max_consecutive_skips}; must be >= 1")
+        need(self.max_episode_tokens >= 0, f"max_episode_tokens={self.max_episode_tokens}; must be >= 0 (0: the model's context)")
         need(self.save_every >= 1 and self.keep_checkpoints >= 1, "save_every and keep_checkpoints must be >= 1")
         for name in ("dataset_kwargs", "env_kwargs", "eval_dataset_kwargs"):
             need(isinstance(getattr(self, name), dict), f"{name} must be a JSON object (dict)")

@@ -19,6 +19,8 @@ import gymnasium as gym
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from mgpo_datasets.sample import DataError
+
 from .sampling import RowSeededSampler, row_seed
 from .shared_images import encode_each_image_once
 from .trajectory import ConversationTokenizer, Segment, Trajectory, model_inputs, template_drift
@@ -125,6 +127,17 @@ class RolloutResult:
     trajectories: list[Trajectory]
     times: RolloutTimes
     drift: list[int] = field(default_factory=list)  # per trajectory, when checked
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, sample id, reason) of unreadable samples left out
+
+
+def context_length(model: Any) -> Optional[int]:
+    """The most positions the model's language part takes (``max_position_embeddings``), or None if it does not say."""
+    config = getattr(model, "config", None)
+    for part in (getattr(config, "text_config", None), config):
+        value = getattr(part, "max_position_embeddings", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class RolloutEngine:
@@ -146,6 +159,15 @@ class RolloutEngine:
             (a group's original) are encoded once (:mod:`mgpo_agents.shared_images`; exact),
             or take such hooks off (False). It is a setting of the model, not only of this
             engine: the hooks stay on it, so training passes through it profit too.
+        max_episode_tokens: the most tokens an episode may hold (0: the model's context
+            length). A turn is generated only while ``tokens so far + max_new_tokens`` fits;
+            otherwise the episode ends as truncated (reward 0, ``info["overlong"]``): the
+            prompt is never cut and the model never runs past its context.
+        skip_bad_samples: a sample whose image cannot be read (``DataError`` at reset) is
+            reported in :attr:`RolloutResult.skipped` instead of raising; its group plays
+            ``stand_in(index)`` instead (so every process keeps its share of the batch),
+            or is left out without ``stand_in`` (or when it returns None).
+        stand_in: ``f(bad index) -> index`` of the sample that takes a bad one's place.
     """
 
     def __init__(
@@ -161,8 +183,14 @@ class RolloutEngine:
         seed: int = 0,
         extra_logits_processors: Optional[Callable[[Sequence[Trajectory], int], list[LogitsProcessor]]] = None,
         encode_images_once: bool = True,
+        max_episode_tokens: int = 0,
+        skip_bad_samples: bool = False,
+        stand_in: Optional[Callable[[int], Optional[int]]] = None,
     ) -> None:
         encode_each_image_once(model, encode_images_once)
+        self.max_episode_tokens = max_episode_tokens or context_length(model) or 0  # 0: no limit known
+        self.skip_bad_samples = skip_bad_samples
+        self.stand_in = stand_in
         self.extra_logits_processors = extra_logits_processors
         self.model = model
         self.processor = processor
@@ -174,6 +202,7 @@ class RolloutEngine:
         self.generation_batch_size = generation_batch_size
         self.seed = seed
         self.envs: list[gym.Env] = []
+        self._probe: Optional[gym.Env] = None  # tries each group's sample first (see _first_readable)
         tokenizer = processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.end_of_turn_id
         stop = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -209,11 +238,22 @@ class RolloutEngine:
         if len(slots) != len(sample_indices):
             raise ValueError(f"got {len(sample_indices)} questions but {len(slots)} group ids")
         times = RolloutTimes()
-        trajectories, envs = self._start_episodes(slots, sample_indices, group_size, times)
+        trajectories, envs, skipped = self._start_episodes(slots, sample_indices, group_size, times)
 
         active = list(range(len(trajectories)))
         turn = 0
         while active:
+            fitting = []
+            for i in active:
+                if self._fits(trajectories[i]):
+                    fitting.append(i)
+                else:
+                    self._end_overlong(trajectories[i])
+                    if on_episode_end is not None:
+                        on_episode_end(envs[i], trajectories[i])
+            active = fitting
+            if not active:
+                break
             replies = self._generate_in_batches([trajectories[i] for i in active], step, turn, greedy, times)
             still_active = []
             for i, reply in zip(active, replies):
@@ -229,29 +269,73 @@ class RolloutEngine:
             with times.measure("tokenization"):
                 for trajectory, env in zip(trajectories, envs):
                     drift.append(template_drift(trajectory, self.tokens.full_conversation_ids(env.unwrapped.chat_messages())))
-        return RolloutResult(trajectories, times, drift)
+        return RolloutResult(trajectories, times, drift, skipped)
+
+    def _fits(self, trajectory: Trajectory) -> bool:
+        """Whether the trajectory has room for one more reply of ``max_new_tokens`` within the episode limit."""
+        return not self.max_episode_tokens or len(trajectory.input_ids) + self.max_new_tokens <= self.max_episode_tokens
+
+    def _end_overlong(self, trajectory: Trajectory) -> None:
+        """End an episode whose next reply might not fit: truncated, reward 0, flagged in its info."""
+        trajectory.reward = 0.0
+        trajectory.info = {**trajectory.info, "truncated": True, "overlong": True, "episode_tokens": len(trajectory.input_ids),
+                           "max_episode_tokens": self.max_episode_tokens}
 
     def _start_episodes(
         self, slots: Sequence[int], sample_indices: Sequence[int], group_size: int, times: RolloutTimes
-    ) -> tuple[list[Trajectory], list[gym.Env]]:
-        """Reset ``group_size`` environments on each sample; each trajectory starts with its group's prompt."""
+    ) -> tuple[list[Trajectory], list[gym.Env], list[tuple[int, str, str]]]:
+        """Reset ``group_size`` environments on each sample; each trajectory starts with its group's prompt.
+
+        With ``skip_bad_samples``, a sample whose image cannot be read is returned, and its group
+        plays the stand-in sample (or is left out).
+        """
         trajectories: list[Trajectory] = []
         envs: list[gym.Env] = []
+        skipped: list[tuple[int, str, str]] = []
         for slot, index in zip(slots, sample_indices):
+            with times.measure("environment"):
+                index = self._first_readable(int(index), skipped)
+            if index is None:
+                continue
             prompt = None
             for rollout in range(group_size):
                 with times.measure("environment"):
                     env = self._env(len(envs))
-                    env.reset(options={"index": int(index)})
+                    _, info = env.reset(options={"index": index})  # decoded and cached by the first reset
                 envs.append(env)
                 if prompt is None:  # one rendering serves the whole group: the prompt is the same
                     with times.measure("tokenization"):
                         prompt = self.tokens.prompt(env.unwrapped.chat_messages())
-                trajectory = Trajectory(group=slot, rollout=rollout, sample_index=int(index))
+                trajectory = Trajectory(group=slot, rollout=rollout, sample_index=index, info=dict(info))
                 trajectory.segments.append(Segment(prompt["input_ids"][0].tolist(), generated=False))
                 trajectory.add_images(prompt.get("pixel_values"), prompt.get("image_grid_thw"))
                 trajectories.append(trajectory)
-        return trajectories, envs
+        return trajectories, envs, skipped
+
+    def _first_readable(self, index: int, skipped: list[tuple[int, str, str]]) -> Optional[int]:
+        """``index``, or where its image cannot be read, the first readable stand-in (None: none); failures go to ``skipped``.
+
+        A probe environment of its own tries the reset (decoding the image into the shared store for the group):
+        one whose reset raised is replaced, since Gymnasium's checker wrappers are left inconsistent by it.
+        """
+        if not self.skip_bad_samples:
+            return index  # the group's first reset raises for a bad one
+        tried: set[int] = set()
+        while True:
+            if self._probe is None:
+                self._probe = self.make_env()
+            try:
+                self._probe.reset(options={"index": index})
+                return index
+            except DataError as error:
+                skipped.append((index, self._probe.unwrapped.dataset[index].sample_id, str(error)))
+                self._probe.close()
+                self._probe = None
+                tried.add(index)
+                following = self.stand_in(index) if self.stand_in is not None else None
+                if following is None or following in tried:
+                    return None
+                index = following
 
     def _generate_in_batches(
         self, trajectories: Sequence[Trajectory], step: int, turn: int, greedy: bool, times: RolloutTimes
@@ -279,9 +363,9 @@ class RolloutEngine:
         with times.measure("environment"):
             before = len(env.unwrapped.chat_messages())
             _, reward, terminated, truncated, info = env.step(text)
+        trajectory.info = dict(info)
         if terminated or truncated:
             trajectory.reward = float(reward)
-            trajectory.info = dict(info)
             return False
         with times.measure("tokenization"):
             segment = self.tokens.environment_segment(env.unwrapped.chat_messages(), before + 1)

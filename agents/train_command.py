@@ -2,7 +2,13 @@
 
 Every config field is a flag (``mgpo train --help``); ``--preset`` picks the
 starting values and ``--resume`` continues the run in ``--output-dir`` from its
-latest checkpoint, exactly where it stopped.
+latest checkpoint, exactly where it stopped. A requeued job runs the same command
+line: with no checkpoint yet, ``--resume`` starts from the beginning and says so.
+
+SIGTERM or SIGINT (SLURM, Kubernetes, Ctrl-C) ends the current step, writes a
+checkpoint and exits with code 75; unreadable samples, non-finite updates and a
+failed checkpoint write stop the run with a message and the codes listed in
+:mod:`mgpo_agents.faults`, the last good checkpoint intact.
 
 Several processes: ``accelerate launch --num_processes 2 -m mgpo_agents.train_command ...``.
 """
@@ -15,13 +21,17 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from mgpo_datasets.sample import DataError
+
 from .config import add_config_arguments, config_from_args
+from .faults import EXIT_BAD_DATA, TrainingStopped
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--output", dest="output_dir", default=None, help="alias of --output-dir")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint in the output folder (none yet: start from the beginning)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     parser.add_argument(
         "--dry-run", action="store_true",
@@ -49,16 +59,32 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, LaunchError) as error:  # a model folder that is not there, a launch without its processes: say so
         print(f"mgpo train: {error}", file=sys.stderr)
         return 2
-    if args.resume:
-        path = trainer.load_checkpoint()
-        if trainer.accelerator.is_main_process:
-            print(f"resumed from {path} at step {trainer.step}")
+    except DataError as error:  # a dataset file the loader refuses
+        print(f"mgpo train: {error}", file=sys.stderr)
+        return EXIT_BAD_DATA
     main_process = trainer.accelerator.is_main_process
     evaluating = bool(config.eval_dataset) and (main_process or is_sharded(trainer.model))  # FSDP: all processes gather the weights
+    if args.resume:
+        if latest_checkpoint(Path(config.output_dir)) is None:
+            if main_process:
+                print(f"mgpo train: no checkpoint in {Path(config.output_dir) / 'checkpoints'} yet (the run stopped before its first one); "
+                      "starting from the beginning")
+        else:
+            path = trainer.load_checkpoint()
+            if main_process:
+                print(f"resumed from {path} at step {trainer.step}")
     output = Path(config.output_dir)
-    before = _evaluate(trainer, "before") if evaluating and trainer.step == 0 else None
-    trainer.train(progress=not args.no_progress)
-    after = _evaluate(trainer, "after") if evaluating else None
+    try:
+        before = _evaluate(trainer, "before") if evaluating and trainer.step == 0 else None
+        trainer.train(progress=not args.no_progress)
+        after = _evaluate(trainer, "after") if evaluating else None
+    except TrainingStopped as stop:
+        if main_process:  # the others stop for the same reason at the same step
+            print(f"mgpo train: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except DataError as error:  # an unreadable evaluation sample (training samples are the policy's)
+        print(f"mgpo train: {error}; the dataset was not changed (--on-bad-sample skip leaves such training samples out)", file=sys.stderr)
+        return EXIT_BAD_DATA
     if not main_process:
         return 0
     if before is None and after is not None:

@@ -27,6 +27,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,16 @@ import numpy as np
 import torch
 
 import mgpo_env  # noqa: F401  (registers the environment)
-from mgpo_datasets.registry import resolve_dataset
+from mgpo_datasets.registry import dataset_entry, resolve_dataset
 from mgpo_env.image_store import ImageStore
 
 from . import checkpoint as checkpoint_state
+from .bad_samples import BAD_SAMPLES_FILE, BadSamples
 from .config import MGPOConfig
+from .faults import CheckpointWriteError, NonFiniteUpdates, RunPreempted
 from .mgpo_loss import LossTerms, group_advantages, mgpo_token_loss, pack, token_logprobs
 from .qwen_processor import load_model, load_processor
+from .preemption import StopSignals
 from .rollout import RolloutEngine
 from .sharding import gathered, gradient_norm, is_sharded, shard_model, shard_summary, start_process_group
 from .shared_images import encode_each_image_once
@@ -170,9 +174,10 @@ class _LossTotals:
     tokens: float = 0.0
     grad_norm: float = 0.0
     updates: float = 0.0
+    skipped: float = 0.0  # updates not applied: non-finite loss or gradient
 
     def add(self, terms: LossTerms) -> None:
-        """Count one micro-batch's loss terms (sums over its tokens)."""
+        """Count one micro-batch's loss terms (sums over its tokens); a skipped update's are not counted."""
         self.policy += float(terms.policy)
         self.kl += float(terms.kl)
         self.entropy += float(terms.entropy)
@@ -189,6 +194,7 @@ class _LossTotals:
             "clip_fraction": self.clipped / tokens,
             "grad_norm": self.grad_norm / max(self.updates, 1.0),
             "updates": self.updates,
+            "skipped_updates": self.skipped,
         }
 
 
@@ -221,12 +227,29 @@ class MGPOTrainer:
         self.reference = self._frozen_reference(model, copy_policy=given)
         self.model, self.optimizer = self._prepare_for_training(model)
 
-        self.dataset = resolve_dataset(config.dataset, **config.dataset_kwargs)
+        self.dataset = self._training_dataset()
         self.images = ImageStore()
         self.engine = self._rollout_engine()
         self.pad_id = self.engine.pad_id
         self.step = 0
+        self.skip_streak = 0  # updates skipped in a row for a non-finite loss or gradient
         self.episode_store = self._episode_store()
+        bad_file = self.output_dir / BAD_SAMPLES_FILE
+        self.bad_samples = BadSamples(bad_file, len(self.dataset), policy=config.on_bad_sample, max_fraction=config.max_bad_fraction)
+        for where, reason in getattr(self.dataset, "skipped", []):  # checked against max_bad_fraction in validate_data
+            self.bad_samples.add_unloadable(where, reason, write=self.accelerator.is_main_process)
+
+    def _training_dataset(self) -> Any:
+        """The training set; under ``on_bad_sample="skip"`` a loader that can drops rows it cannot use (they are listed)."""
+        config = self.config
+        kwargs = dict(config.dataset_kwargs)
+        if config.on_bad_sample == "skip" and isinstance(config.dataset, str):
+            try:
+                if dataset_entry(config.dataset).accepts_on_error:
+                    kwargs.setdefault("on_error", "skip")
+            except ValueError:  # an unknown name: resolve_dataset says so
+                pass
+        return resolve_dataset(config.dataset, **kwargs)
 
     def _check_batch_split(self) -> None:
         """Each process plays an equal share of every mini-batch (:func:`rank_share`), so both sizes must split evenly."""
@@ -312,6 +335,12 @@ class MGPOTrainer:
             generation_batch_size=config.generation_batch_size,
             seed=config.seed,
             encode_images_once=config.encode_images_once,  # the hooks serve the training passes too (same modules)
+            max_episode_tokens=config.max_episode_tokens,
+            # Reported back: BadSamples lists each one, then applies on_bad_sample. With env_url the server reads the
+            # images: --validate-data checks this machine's copy before step 1, and a probe session per group would
+            # cost the server a reset and an image transfer, so a sample the server cannot read stops the run.
+            skip_bad_samples=not config.env_url,
+            stand_in=self._stand_in,
         )
 
     def _episode_store(self) -> Any:
@@ -340,26 +369,113 @@ class MGPOTrainer:
         )
         if self.accelerator.is_main_process:
             self.config.save(self.output_dir / "config.json")
-        while self.step < total:
-            metrics = self.train_step()
-            history.append(metrics)
-            self._log(metrics, writer)
-            bar.set_postfix(progress_postfix(metrics), refresh=False)  # shown by the update below
-            bar.update(1)
-            if self.step % self.config.save_every == 0 or self.step == total:
-                self.save_checkpoint()
-            if self._evaluation_due(total):
-                held_out = self.evaluate(f"step{self.step}")
-                if held_out:
-                    bar.write(f"step {self.step}: held-out accuracy {held_out['accuracy']:.3f}, hit rate {held_out['hit_rate']:.3f}")
-        bar.close()
-        if writer is not None:
-            writer.close()
+            self._drop_metrics_after(self.step)
+        try:
+            if self.step < total:
+                self.validate_data(progress=progress)
+            with StopSignals() as signals:
+                while self.step < total:
+                    metrics = self.train_step()
+                    history.append(metrics)
+                    self._log(metrics, writer)
+                    bar.set_postfix(progress_postfix(metrics), refresh=False)  # shown by the update below
+                    bar.update(1)
+                    saved = self.step % self.config.save_every == 0 or self.step == total
+                    if saved:
+                        self._checkpoint()
+                    stop = self._stop_signal(signals)
+                    if stop is not None:
+                        if not saved:
+                            self._checkpoint()
+                        path = self.output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{self.step:06d}"
+                        raise RunPreempted(
+                            f"stopped by {stop} after step {self.step} of {total}; checkpoint {path} written. "
+                            "Run the same command with --resume to continue exactly from there",
+                            step=self.step,
+                            signal_name=stop,
+                        )
+                    if self._evaluation_due(total):
+                        held_out = self.evaluate(f"step{self.step}")
+                        if held_out:  # FSDP: only the main process returns figures
+                            bar.write(f"step {self.step}: held-out accuracy {held_out['accuracy']:.3f}, hit rate {held_out['hit_rate']:.3f}")
+        finally:  # also when a stop signal, bad data or a non-finite streak ends the run
+            bar.close()
+            if writer is not None:
+                writer.close()
         if self.accelerator.is_main_process and (self.output_dir / "metrics.jsonl").exists():
             from .plots import plot_metrics
 
             plot_metrics(self.output_dir / "metrics.jsonl", self.output_dir / "curves.png")
         return history
+
+    def validate_data(self, *, progress: bool = True) -> None:
+        """Before the first step: find the training samples whose stored image cannot be read (``config.validate_data``).
+
+        Each one is recorded in :attr:`bad_samples` (listed in ``bad_samples.jsonl``, then skipped, or the run
+        stops as ``on_bad_sample`` and ``max_bad_fraction`` say). Nothing in the dataset is changed.
+        """
+        mode = self.config.validate_data
+        self.bad_samples.check()  # rows the loader dropped count too
+        if mode == "none":
+            return
+        from mgpo_datasets.data_check import unreadable_images
+
+        found = unreadable_images(self.dataset, decode=mode == "decode", progress=progress and mode == "decode" and self.accelerator.is_main_process)
+        for index, sample_id, reason in found:
+            self.bad_samples.add(index, sample_id, reason, found="validation", write=self.accelerator.is_main_process)
+        if found and self.accelerator.is_main_process:
+            print(f"mgpo train: {len(found)} of {len(self.dataset)} training samples have unreadable images and are skipped: a step "
+                  f"that draws one plays the next readable sample instead (listed in {self.bad_samples.path})", file=sys.stderr)
+
+    def _checkpoint(self) -> None:
+        """:meth:`save_checkpoint` on every process; a write that fails on the main one stops them all, not only it."""
+        failure: Optional[CheckpointWriteError] = None
+        try:
+            self.save_checkpoint()
+        except CheckpointWriteError as error:
+            failure = error
+        if self.world > 1:
+            flag = torch.tensor([1.0 if failure else 0.0], device=self.accelerator.device)
+            if self.accelerator.reduce(flag, reduction="sum").item() and failure is None:
+                failure = CheckpointWriteError(f"the main process could not write checkpoint step {self.step} (see its message)")
+        if failure is not None:
+            raise failure
+
+    def _stop_signal(self, signals: StopSignals) -> Optional[str]:
+        """The stop signal's name if any process has received one (all processes stop after the same step)."""
+        if self.world == 1:
+            return signals.received
+        flag = torch.tensor([1.0 if signals.received else 0.0], device=self.accelerator.device)
+        if self.accelerator.reduce(flag, reduction="sum").item() == 0:
+            return None
+        return signals.received or "SIGTERM (on another process)"
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Make metrics.jsonl hold each step up to ``step`` once, whatever a crash or kill left behind.
+
+        A run killed after its last checkpoint logged steps it will now play again, and a kill
+        during a write leaves a torn line that the next append would merge with: both are removed
+        (the file is rewritten atomically, and the removal said), so no step is lost or doubled.
+        """
+        path = self.output_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        import warnings
+
+        from mgpo_tools.metrics import read_metrics
+
+        raw = path.read_bytes()
+        with warnings.catch_warnings(record=True) as unreadable:
+            warnings.simplefilter("always")
+            rows = read_metrics(path)
+        kept = [row for row in rows if int(row.get("step", 0)) <= step]
+        if len(kept) == len(rows) and not unreadable and (not raw or raw.endswith(b"\n")):
+            return
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        os.replace(temporary, path)
+        print(f"mgpo train: {path}: kept steps up to {step} (the checkpoint's); removed {len(rows) - len(kept)} later step(s), "
+              f"to be logged again, and {len(unreadable)} torn or unreadable line(s)", file=sys.stderr)
 
     def _evaluation_due(self, total: int) -> bool:
         """Whether ``eval_every`` asks for a held-out evaluation now (the last step's is the caller's "after")."""
@@ -406,6 +522,11 @@ class MGPOTrainer:
         started = time.perf_counter()
         questions = step_questions(self.step, config.prompts_per_step, len(self.dataset), config.seed)
         mine = rank_share(len(questions), config.mini_batch_prompts, self.world, self.rank)
+        # A bad sample's group plays a stand-in, so every process keeps its share of the batch.
+        known_bad = [g for g in mine if questions[g] in self.bad_samples]  # found before: not even tried
+        for g in known_bad:
+            questions[g] = self._stand_in(questions[g])
+        mine = [g for g in mine if questions[g] is not None]
 
         # ---- rollouts (no gradients); groups keep their slot in the whole step, for seeding
         self.model.eval()
@@ -419,6 +540,8 @@ class MGPOTrainer:
                 check_drift=config.check_token_drift,
                 on_episode_end=self._store_episode if save_now else None,
             )
+        skipped = len(known_bad) + len(result.skipped)
+        self._record_bad_samples(result.skipped)
         trajectories = result.trajectories
         times = {"generation": result.times.generation, "environment": result.times.environment, "tokenization": result.times.tokenization}
 
@@ -429,12 +552,31 @@ class MGPOTrainer:
 
         # ---- learning
         learn_started = time.perf_counter()
-        stats = self._optimise(trajectories, advantages)
+        # An episode ended before its first reply (overlong prompt) teaches nothing: one process may leave it out,
+        # several keep it so that each takes part in every collective of the update.
+        learnable = [i for i, t in enumerate(trajectories) if self.world > 1 or any(t.loss_mask)]
+        stats = self._optimise([trajectories[i] for i in learnable], advantages[learnable])
         times["learning"] = time.perf_counter() - learn_started
         self.step += 1
-        metrics = self._metrics(trajectories, rewards, flat_groups, stats, times, result.drift)
+        metrics = self._metrics(trajectories, rewards, flat_groups, stats, times, result.drift, skipped)
         metrics["step_time"] = time.perf_counter() - started
         return metrics
+
+    def _stand_in(self, index: int) -> Optional[int]:
+        """The sample that plays in a bad one's place: the next in dataset order not known to be bad (None: none left)."""
+        size = len(self.dataset)
+        return next(((index + k) % size for k in range(1, size) if (index + k) % size not in self.bad_samples), None)
+
+    def _record_bad_samples(self, found: list[tuple[int, str, str]]) -> None:
+        """Add the samples this step found unreadable (on every process) to :attr:`bad_samples`; may stop the run."""
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            found = gather_object(found)
+        for index, sample_id, reason in found:
+            self.bad_samples.add(index, sample_id, reason, found=f"step {self.step + 1}", write=self.accelerator.is_main_process)
+            if self.accelerator.is_main_process:
+                print(f"mgpo train: skipped sample {sample_id!r} (index {index}): {reason}", file=sys.stderr)
 
     def _store_episode(self, env: gym.Env, trajectory: Trajectory) -> None:
         from mgpo_tools.recording import record_from_env
@@ -486,17 +628,49 @@ class MGPOTrainer:
         normaliser = self._loss_normaliser(inputs.trajectories, rows)
         size = self.config.micro_batch_size
         chunks = [rows[k : k + size] for k in range(0, len(rows), size)]
+        parts = []
         for c, chunk in enumerate(chunks):
             sync = c == len(chunks) - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 terms = self._micro_batch_loss(inputs, chunk, normaliser)
                 self.accelerator.backward(terms.loss)
-            totals.add(terms)
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        self.optimizer.step()
+            parts.append(terms)
+        grad_norm = gradient_norm(self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm))
+        if self._finite_everywhere([float(t.loss.detach()) for t in parts] + [grad_norm]):
+            self.optimizer.step()
+            self.skip_streak = 0
+            for terms in parts:
+                totals.add(terms)
+            totals.grad_norm += grad_norm
+            totals.updates += 1
+        else:
+            self._skip_update(totals, parts, grad_norm)
         self.optimizer.zero_grad(set_to_none=True)
-        totals.grad_norm += gradient_norm(grad_norm)
-        totals.updates += 1
+
+    def _finite_everywhere(self, values: list[float]) -> bool:
+        """Whether every value is finite on every process (all of them then apply or skip the update together)."""
+        finite = all(math.isfinite(v) for v in values)
+        if self.world == 1:
+            return finite
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device)
+        return self.accelerator.reduce(flag, reduction="sum").item() == 0
+
+    def _skip_update(self, totals: _LossTotals, parts: list[LossTerms], grad_norm: float) -> None:
+        """A non-finite loss or gradient: no optimiser step (the caller zeroes the gradients), counted and said."""
+        totals.skipped += 1
+        self.skip_streak += 1
+        losses = ", ".join(f"{float(t.loss.detach()):.4g}" for t in parts)
+        if self.accelerator.is_main_process:
+            print(f"mgpo train: step {self.step + 1}: skipped an update with a non-finite loss or gradient (loss {losses}; "
+                  f"gradient norm {grad_norm:.4g}); {self.skip_streak} in a row", file=sys.stderr)
+        if self.skip_streak >= self.config.max_consecutive_skips:
+            last = latest_checkpoint(self.output_dir)
+            raise NonFiniteUpdates(
+                f"{self.skip_streak} updates in a row had a non-finite loss or gradient (--max-consecutive-skips "
+                f"{self.config.max_consecutive_skips}); stopped at step {self.step + 1} without applying them. "
+                + (f"The last good checkpoint, {last}, is intact" if last else "No checkpoint had been written yet")
+                + "; a lower --learning-rate or --max-grad-norm may help"
+            )
 
     def _loss_normaliser(self, trajectories: list[Trajectory], rows: list[int]) -> float:
         """What this process divides its summed token losses by so that the update is the global token-mean."""
@@ -527,7 +701,9 @@ class MGPOTrainer:
         )
 
     # ----------------------------------------------------------------- metrics
-    def _metrics(self, trajectories: list[Trajectory], rewards: torch.Tensor, flat_groups: int, stats: dict[str, float], times: dict[str, float], drift: list[int]) -> dict[str, Any]:
+    def _metrics(
+        self, trajectories: list[Trajectory], rewards: torch.Tensor, flat_groups: int, stats: dict[str, float], times: dict[str, float], drift: list[int], skipped: int = 0
+    ) -> dict[str, Any]:
         from mgpo_env.geometry import box_area, contains, iou
 
         infos = [t.info for t in trajectories]
@@ -556,6 +732,8 @@ class MGPOTrainer:
             "reply2_sum": float(sum(l[1] for l in lengths if len(l) > 1)),
             "reply2_count": float(sum(1 for l in lengths if len(l) > 1)),
             "truncated": float(sum(t.truncated_replies for t in trajectories)),
+            "overlong": float(sum(bool(t.info.get("overlong")) for t in trajectories)),
+            "skipped_samples": float(skipped),
             "flat_groups": float(flat_groups),
             "drift_sum": float(sum(drift)),
             "drift_rows": float(sum(1 for d in drift if d)),
@@ -580,6 +758,9 @@ class MGPOTrainer:
             "reply1_tokens": ratio("reply1_sum", "episodes"),
             "reply2_tokens": ratio("reply2_sum", "reply2_count"),
             "truncated_replies": g["truncated"],
+            "overlong_episodes": int(g["overlong"]),
+            "skipped_samples": int(g["skipped_samples"]),
+            "bad_samples_total": len(self.bad_samples),
             "zero_advantage_groups": int(g["flat_groups"]),
             "groups": self.config.prompts_per_step,
             "time_generation": times["generation"],
@@ -610,18 +791,30 @@ class MGPOTrainer:
         temporary = root / f".{final.name}.tmp"
         shutil.rmtree(temporary, ignore_errors=True)
         unwrapped = self.accelerator.unwrap_model(self.model)
-        unwrapped.save_pretrained(temporary, state_dict=state, safe_serialization=True)
-        self.processor.save_pretrained(temporary)
-        torch.save(optimizer_state, temporary / "optimizer.pt")
-        torch.save(checkpoint_state.rng_state(), temporary / "rng.pt")
-        (temporary / "trainer_state.json").write_text(json.dumps({"step": self.step, "base_model": str(self.model_path)}, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(temporary, final)
-        checkpoints = sorted(p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
+        try:
+            unwrapped.save_pretrained(temporary, state_dict=state, safe_serialization=True)
+            self.processor.save_pretrained(temporary)
+            torch.save(optimizer_state, temporary / "optimizer.pt")
+            torch.save(checkpoint_state.rng_state(), temporary / "rng.pt")
+            (temporary / "trainer_state.json").write_text(json.dumps(self._trainer_state(), indent=2))
+        except OSError as error:  # disk full, quota, a vanished mount: keep what is on disk as it was
+            shutil.rmtree(temporary, ignore_errors=True)
+            last = latest_checkpoint(self.output_dir)
+            raise CheckpointWriteError(
+                f"could not write checkpoint {final} ({error}); its partial folder was removed and "
+                + (f"the previous checkpoint, {last}, is intact: free space and run again with --resume" if last else "no earlier checkpoint exists")
+            ) from error
+        _replace_folder(temporary, final)
+        # Only now that the new checkpoint is complete may old ones go.
+        checkpoints = sorted(p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists())
         for old in checkpoints[: -self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def _trainer_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the loop besides weights, optimiser and RNG."""
+        return {"step": self.step, "base_model": str(self.model_path), "skip_streak": self.skip_streak}
 
     def load_checkpoint(self, path: Optional[Path] = None) -> Path:
         """Restore weights, optimiser, RNG and step from ``path`` (default: the latest checkpoint).
@@ -644,7 +837,9 @@ class MGPOTrainer:
             del saved
         checkpoint_state.load_optimizer_state(self.model, self.optimizer, path / "optimizer.pt")
         checkpoint_state.set_rng_state(checkpoint_state.load_rng_state(path / "rng.pt"))
-        self.step = int(json.loads((path / "trainer_state.json").read_text())["step"])
+        trainer_state = json.loads((path / "trainer_state.json").read_text())
+        self.step = int(trainer_state["step"])
+        self.skip_streak = int(trainer_state.get("skip_streak", 0))
         return path
 
 
@@ -660,6 +855,18 @@ def latest_checkpoint(output_dir: Path) -> Optional[Path]:
         return None
     checkpoints = sorted(p for p in root.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer_state.json").exists())
     return checkpoints[-1] if checkpoints else None
+
+
+def _replace_folder(source: Path, target: Path) -> None:
+    """Put the folder ``source`` at ``target``; an existing ``target`` (the same step saved again) is set aside first, then removed."""
+    if not target.exists():
+        os.replace(source, target)
+        return
+    aside = target.with_name(f".{target.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(target, aside)
+    os.replace(source, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _make_accelerator(config: MGPOConfig) -> Any:

@@ -188,6 +188,43 @@ def _check_images(samples: Sequence[Sample], decode: bool, bad: list[tuple[str, 
     return result
 
 
+def stored_image(ref: Any) -> bool:
+    """Whether an image reference is stored data (a file or encoded bytes) rather than made on demand (the synthetic task)."""
+    from pathlib import Path
+
+    from .dataset_base import FileImage
+
+    return isinstance(ref, (str, Path, bytes, bytearray, FileImage))
+
+
+def unreadable_images(
+    dataset: Sequence[Sample], *, decode: bool = False, stored_only: bool = True, progress: bool = False
+) -> list[tuple[int, str, str]]:
+    """``(index, sample id, reason)`` for every sample whose image cannot be read; nothing is changed.
+
+    Reading headers (the default) finds missing, empty and non-image files in about a
+    millisecond each; ``decode=True`` decodes every image, which also finds truncated
+    files, with a progress bar when ``progress``. ``stored_only`` leaves out images made
+    on demand (the synthetic task draws them: there is no file to check).
+    """
+    indices = range(len(dataset))
+    if progress:
+        from tqdm.auto import tqdm
+
+        indices = tqdm(indices, desc="decoding images" if decode else "reading image headers", unit="image", dynamic_ncols=True)
+    bad: list[tuple[int, str, str]] = []
+    for index in indices:
+        sample = dataset[index]
+        if stored_only and not stored_image(sample.image):
+            continue
+        context = f"sample {sample.sample_id!r} (index {index}): "
+        try:
+            decode_image(sample.image, context=context) if decode else image_size(sample.image, context=context)
+        except (ImageLoadError, DataError) as error:
+            bad.append((index, sample.sample_id, str(error)))
+    return bad
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable report of a :func:`check_dataset` summary."""
     lines = [f"dataset {summary['spec']}"]

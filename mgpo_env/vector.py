@@ -29,6 +29,14 @@ protocol, episodes of different lengths end and restart independently.
 :func:`make_vector_env`); :func:`gymnasium.make_vec` works too when given
 ``vector_kwargs={"shared_memory": False}`` for ``vectorization_mode="async"``.
 
+A worker process that dies (killed by the kernel's OOM killer, a signal, a crash in
+native code) leaves Gymnasium's ``AsyncVectorEnv`` with a bare ``BrokenPipeError`` or
+``EOFError``. :func:`make_vector_env` builds a :class:`SupervisedAsyncVectorEnv`
+instead, which raises :class:`WorkerDiedError` naming the worker, its process id and
+how it ended, and terminates the other workers so that nothing hangs; ``timeout``
+bounds every wait for a worker that is alive but stuck. An exception raised by the
+environment inside a worker is re-raised by Gymnasium itself, with its message.
+
 Example:
     >>> envs = make_vector_env(2, dataset_kwargs={"num_samples": 4, "canvas_size": 512},
     ...                        observation_image_shape=(112, 112), min_pixels=56 * 56, max_pixels=112 * 112)
@@ -49,12 +57,14 @@ Example:
 
 from __future__ import annotations
 
+import signal
+import time
 from typing import Any, Callable, Optional, Sequence, Union
 
 import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, SyncVectorEnv
 
-__all__ = ["make_vector_env", "env_fns"]
+__all__ = ["make_vector_env", "env_fns", "SupervisedAsyncVectorEnv", "WorkerDiedError"]
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
 
@@ -84,6 +94,70 @@ def env_fns(
     return [make for _ in range(num_envs)]
 
 
+class WorkerDiedError(RuntimeError):
+    """A worker process of an :class:`SupervisedAsyncVectorEnv` ended; the message names it and how it ended."""
+
+
+def _how_it_ended(exitcode: Optional[int]) -> str:
+    if exitcode is None:
+        return "still running but its pipe is closed"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name} (exit code {exitcode})"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+class SupervisedAsyncVectorEnv(AsyncVectorEnv):
+    """``AsyncVectorEnv`` that reports a dead worker as :class:`WorkerDiedError` and never waits forever.
+
+    Args:
+        env_fns: the environment constructors (see :func:`env_fns`).
+        timeout: the default seconds ``reset``/``step`` wait for the workers (None: no limit);
+            past it Gymnasium raises ``multiprocessing.TimeoutError``.
+        **kwargs: ``AsyncVectorEnv``'s own.
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], *, timeout: Optional[float] = None, **kwargs: Any) -> None:
+        super().__init__(env_fns, **kwargs)
+        self.timeout = timeout
+
+    def reset_async(self, *args: Any, **kwargs: Any) -> None:
+        self._supervised(super().reset_async, *args, **kwargs)
+
+    def reset_wait(self, timeout: Optional[float] = None, *args: Any, **kwargs: Any) -> Any:
+        return self._supervised(super().reset_wait, self.timeout if timeout is None else timeout, *args, **kwargs)
+
+    def step_async(self, actions: Any) -> None:
+        self._supervised(super().step_async, actions)
+
+    def step_wait(self, timeout: Optional[float] = None) -> Any:
+        return self._supervised(super().step_wait, self.timeout if timeout is None else timeout)
+
+    def dead_workers(self) -> list[str]:
+        """One line per worker that is no longer running: its index, process id and how it ended."""
+        lines = []
+        for index, process in enumerate(self.processes):
+            if not process.is_alive():
+                lines.append(f"worker {index} (pid {process.pid}) {_how_it_ended(process.exitcode)}")
+        return lines
+
+    def _supervised(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except (EOFError, BrokenPipeError, ConnectionResetError) as error:
+            deadline = time.monotonic() + 2.0  # a closed pipe may be seen a moment before its process has ended
+            while not self.dead_workers() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            dead = self.dead_workers() or [f"a worker's pipe closed ({type(error).__name__})"]
+            self.close(terminate=True)  # the others are stopped: nothing is left waiting
+            raise WorkerDiedError(
+                f"{'; '.join(dead)}. The vector environment was closed; its other workers were stopped. "
+                "Look at the worker's output above, and at memory (the kernel's OOM killer sends SIGKILL)"
+            ) from error
+
+
 def make_vector_env(
     num_envs: int,
     asynchronous: bool = False,
@@ -101,7 +175,8 @@ def make_vector_env(
             stepping them one after the other in this process.
         env_id: the registered id (any env works, e.g. a wrapped one via ``wrappers``).
         wrappers: callables applied in order to each env (e.g. ``NumericActionWrapper``).
-        vector_kwargs: extra keyword arguments for the vector env class (e.g. ``autoreset_mode``).
+        vector_kwargs: extra keyword arguments for the vector env class (e.g. ``autoreset_mode``; for
+            the asynchronous one also ``timeout``, the seconds a reset or step may wait for the workers).
         **env_kwargs: passed to ``gym.make`` (``dataset_kwargs``, ``protocol``, ...).
 
     Seed with ``envs.reset(seed=s)``: env ``i`` gets seed ``s + i``.
@@ -121,4 +196,4 @@ def make_vector_env(
             "leave shared_memory out (it is set to False)"
         )
     kwargs["shared_memory"] = False
-    return AsyncVectorEnv(fns, **kwargs)
+    return SupervisedAsyncVectorEnv(fns, **kwargs)

@@ -76,6 +76,27 @@ def test_optimizer_state_is_keyed_by_parameter_name_and_loads_into_a_fresh_optim
     assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
 
 
+def test_saving_before_the_first_update_leaves_the_optimizer_as_it_was(tmp_path):
+    """torch.distributed.checkpoint creates AdamW state (step 1, zero moments) when there is none; a save
+    or a load must not, or the first real update's bias correction would differ from a run that never saved."""
+
+    def first_update(save: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+        if save:
+            state = full_optimizer_state(model, optimizer)
+            assert state["state"] == {} and not optimizer.state
+            torch.save(state, tmp_path / "optimizer.pt")
+            load_optimizer_state(model, optimizer, tmp_path / "optimizer.pt")
+            assert not optimizer.state
+        model(torch.ones(1, 3)).sum().backward()
+        optimizer.step()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(first_update(save=True), first_update(save=False))
+
+
 @pytest.mark.slow
 def test_lora_resume_continues_exactly(tmp_path, tiny_training_config):
     from mgpo_agents.trainer import MGPOTrainer

@@ -79,3 +79,26 @@ class TestDataCheck:
     def test_hr_bench_headers(self, tmp_path, capsys):
         assert run_data(f"hr-bench:{make_hr(tmp_path)}", "--check-images") == 0
         assert "4 headers read" in capsys.readouterr().out
+
+
+def test_unreadable_images_reads_headers_or_decodes_and_changes_nothing(tmp_path):
+    from mgpo_datasets import resolve_dataset
+    from mgpo_datasets.synthetic import SyntheticTask
+
+    for i in range(4):
+        write_jpeg(tmp_path / f"{i}.jpg")
+    write_truncated_jpeg(tmp_path / "1.jpg")
+    (tmp_path / "3.jpg").write_bytes(b"not an image at all")
+    write_jsonl(tmp_path / "train.jsonl", [{"id": f"q{i}", "image": f"{i}.jpg", "question": "?", "answer": "x"} for i in range(4)])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    dataset = resolve_dataset(f"jsonl:{tmp_path / 'train.jsonl'}")
+    headers = data_check.unreadable_images(dataset)
+    assert [(index, sample_id) for index, sample_id, _ in headers] == [(3, "q3")]  # a truncated body has a good header
+    decoded = data_check.unreadable_images(dataset, decode=True, progress=True)
+    assert [(index, sample_id) for index, sample_id, _ in decoded] == [(1, "q1"), (3, "q3")]
+    assert "1.jpg" in decoded[0][2] and "truncated" in decoded[0][2]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # Images drawn on demand have no file to check; stored_only=False draws them.
+    synthetic = SyntheticTask(num_samples=2, canvas_size=256)
+    assert not data_check.stored_image(synthetic[0].image)
+    assert data_check.unreadable_images(synthetic) == [] and data_check.unreadable_images(synthetic, stored_only=False) == []
