@@ -190,6 +190,7 @@ def train(setting: Setting, *, protocol: str, timesteps: int, n_envs: int, seed:
     """PPO with SB3's ``MultiInputPolicy`` (NatureCNN on the image + MLP on the state vector)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import HumanOutputFormat, Logger
 
     vec = make_vec_env(
         lambda: make_env(setting, seed=setting.train_seed, num_samples=setting.train_samples, protocol=protocol),
@@ -211,6 +212,8 @@ def train(setting: Setting, *, protocol: str, timesteps: int, n_envs: int, seed:
         device="cpu",
         verbose=verbose,
     )
+    # SB3's default logger makes a folder under /tmp on every run; this one writes to stdout only, if at all.
+    model.set_logger(Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose else []))
     add_centre_prior(model, setting)
     model.learn(total_timesteps=timesteps)
     vec.close()
