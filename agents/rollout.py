@@ -202,7 +202,6 @@ class RolloutEngine:
         self.generation_batch_size = generation_batch_size
         self.seed = seed
         self.envs: list[gym.Env] = []
-        self._probe: Optional[gym.Env] = None  # tries each group's sample first (see _first_readable)
         tokenizer = processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.tokens.end_of_turn_id
         stop = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -294,14 +293,16 @@ class RolloutEngine:
         skipped: list[tuple[int, str, str]] = []
         for slot, index in zip(slots, sample_indices):
             with times.measure("environment"):
-                index = self._first_readable(int(index), skipped)
-            if index is None:
+                first = self._reset_first(len(envs), int(index), skipped)
+            if first is None:
                 continue
+            index, first_info = first
             prompt = None
             for rollout in range(group_size):
                 with times.measure("environment"):
                     env = self._env(len(envs))
-                    _, info = env.reset(options={"index": index})  # decoded and cached by the first reset
+                    # The first reset decoded and cached the image; the others render from the cache.
+                    info = first_info if rollout == 0 else env.reset(options={"index": index})[1]
                 envs.append(env)
                 if prompt is None:  # one rendering serves the whole group: the prompt is the same
                     with times.measure("tokenization"):
@@ -312,25 +313,24 @@ class RolloutEngine:
                 trajectories.append(trajectory)
         return trajectories, envs, skipped
 
-    def _first_readable(self, index: int, skipped: list[tuple[int, str, str]]) -> Optional[int]:
-        """``index``, or where its image cannot be read, the first readable stand-in (None: none); failures go to ``skipped``.
+    def _reset_first(self, slot: int, index: int, skipped: list[tuple[int, str, str]]) -> Optional[tuple[int, dict]]:
+        """Reset the group's first environment (``slot``) on ``index``: ``(index played, info)``.
 
-        A probe environment of its own tries the reset (decoding the image into the shared store for the group):
-        one whose reset raised is replaced, since Gymnasium's checker wrappers are left inconsistent by it.
+        With ``skip_bad_samples``, a sample whose image cannot be read goes to ``skipped`` and the
+        first readable stand-in plays instead (None: none left); the environment whose reset raised
+        is replaced, since Gymnasium's checker wrappers are left inconsistent by it.
         """
-        if not self.skip_bad_samples:
-            return index  # the group's first reset raises for a bad one
         tried: set[int] = set()
         while True:
-            if self._probe is None:
-                self._probe = self.make_env()
+            env = self._env(slot)
             try:
-                self._probe.reset(options={"index": index})
-                return index
+                return index, env.reset(options={"index": index})[1]
             except DataError as error:
-                skipped.append((index, self._probe.unwrapped.dataset[index].sample_id, str(error)))
-                self._probe.close()
-                self._probe = None
+                if not self.skip_bad_samples:
+                    raise
+                skipped.append((index, env.unwrapped.dataset[index].sample_id, str(error)))
+                env.close()
+                self.envs[slot] = self.make_env()
                 tried.add(index)
                 following = self.stand_in(index) if self.stand_in is not None else None
                 if following is None or following in tried:

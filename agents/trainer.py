@@ -337,9 +337,8 @@ class MGPOTrainer:
             encode_images_once=config.encode_images_once,  # the hooks serve the training passes too (same modules)
             max_episode_tokens=config.max_episode_tokens,
             # Reported back: BadSamples lists each one, then applies on_bad_sample. With env_url the server reads the
-            # images: --validate-data checks this machine's copy before step 1, and a probe session per group would
-            # cost the server a reset and an image transfer, so a sample the server cannot read stops the run.
-            skip_bad_samples=not config.env_url,
+            # images, and its error for one it cannot read is not a DataError here: that stops the run.
+            skip_bad_samples=True,
             stand_in=self._stand_in,
         )
 
