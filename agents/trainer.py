@@ -223,7 +223,7 @@ class MGPOTrainer:
 
         given = model is not None
         self.model_path, self.processor, model = self._load_policy(model, processor)
-        model = self._add_lora(model)
+        model = add_lora_adapters(model, self.config)
         self.reference = self._frozen_reference(model, copy_policy=given)
         self.model, self.optimizer = self._prepare_for_training(model)
 
@@ -280,9 +280,6 @@ class MGPOTrainer:
         processor = load_processor(path, trust_remote_code=config.trust_remote_code)
         model = load_model(path, dtype=_dtype(config.dtype, self.accelerator.device), trust_remote_code=config.trust_remote_code)
         return path, processor, model
-
-    def _add_lora(self, model: Any) -> Any:
-        return add_lora_adapters(model, self.config)
 
     def _frozen_reference(self, model: Any, *, copy_policy: bool) -> Any:
         """The frozen model of the KL term, or None where there is none to keep.
@@ -433,21 +430,23 @@ class MGPOTrainer:
             self.save_checkpoint()
         except CheckpointWriteError as error:
             failure = error
-        if self.world > 1:
-            flag = torch.tensor([1.0 if failure else 0.0], device=self.accelerator.device)
-            if self.accelerator.reduce(flag, reduction="sum").item() and failure is None:
-                failure = CheckpointWriteError(f"the main process could not write checkpoint step {self.step} (see its message)")
+        if self._on_any_process(failure is not None) and failure is None:
+            failure = CheckpointWriteError(f"the main process could not write checkpoint step {self.step} (see its message)")
         if failure is not None:
             raise failure
 
     def _stop_signal(self, signals: StopSignals) -> Optional[str]:
         """The stop signal's name if any process has received one (all processes stop after the same step)."""
-        if self.world == 1:
-            return signals.received
-        flag = torch.tensor([1.0 if signals.received else 0.0], device=self.accelerator.device)
-        if self.accelerator.reduce(flag, reduction="sum").item() == 0:
+        if not self._on_any_process(signals.received is not None):
             return None
         return signals.received or "SIGTERM (on another process)"
+
+    def _on_any_process(self, condition: bool) -> bool:
+        """Whether ``condition`` holds on at least one process (every process must call; one process: itself)."""
+        if self.world == 1:
+            return condition
+        flag = torch.tensor([1.0 if condition else 0.0], device=self.accelerator.device)
+        return self.accelerator.reduce(flag, reduction="sum").item() > 0
 
     def _drop_metrics_after(self, step: int) -> None:
         """Make metrics.jsonl hold each step up to ``step`` once, whatever a crash or kill left behind.
@@ -648,11 +647,7 @@ class MGPOTrainer:
 
     def _finite_everywhere(self, values: list[float]) -> bool:
         """Whether every value is finite on every process (all of them then apply or skip the update together)."""
-        finite = all(math.isfinite(v) for v in values)
-        if self.world == 1:
-            return finite
-        flag = torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device)
-        return self.accelerator.reduce(flag, reduction="sum").item() == 0
+        return not self._on_any_process(not all(math.isfinite(v) for v in values))
 
     def _skip_update(self, totals: _LossTotals, parts: list[LossTerms], grad_norm: float) -> None:
         """A non-finite loss or gradient: no optimiser step (the caller zeroes the gradients), counted and said."""
@@ -891,6 +886,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-
