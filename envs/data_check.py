@@ -152,16 +152,18 @@ def check_dataset(
     return summary
 
 
+def read_image_size(ref: Any, *, decode: bool, context: str) -> tuple[int, int]:
+    """An image's (width, height) from its header, or by decoding it whole (which also finds truncated files)."""
+    return decode_image(ref, context=context).size if decode else image_size(ref, context=context)
+
+
 def _check_images(samples: Sequence[Sample], decode: bool, bad: list[tuple[str, str]]) -> dict[str, Any]:
     start = time.perf_counter()
     sizes: list[tuple[int, int]] = []
     for sample in samples:
         context = f"sample {sample.sample_id!r}: "
         try:
-            if decode:
-                size = decode_image(sample.image, context=context).size
-            else:
-                size = image_size(sample.image, context=context)
+            size = read_image_size(sample.image, decode=decode, context=context)
         except ImageLoadError as error:
             bad.append((f"sample {sample.sample_id!r}", str(error)))
             continue
@@ -219,7 +221,7 @@ def unreadable_images(
             continue
         context = f"sample {sample.sample_id!r} (index {index}): "
         try:
-            decode_image(sample.image, context=context) if decode else image_size(sample.image, context=context)
+            read_image_size(sample.image, decode=decode, context=context)
         except (ImageLoadError, DataError) as error:
             bad.append((index, sample.sample_id, str(error)))
     return bad
