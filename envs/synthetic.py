@@ -5,7 +5,8 @@ Each sample is a V*-like multiple-choice question about something small:
 * ``colour``: which colour pair makes up the fine checkered patch inside the black frame;
 * ``glyph``: which letter is written inside the black frame;
 * ``shape``: which shape is drawn inside the black frame;
-* ``relative_position``: is one small magenta shape left or right of the other.
+* ``relative_position``: is one small magenta shape left or right of the other;
+* ``checker_half``: which half of the black frame holds the fine checkered pattern.
 
 Everything is generated from ``(seed, index)``, so sample ``i`` is the same on
 every machine, and images are rendered only when an episode asks for them.
@@ -45,7 +46,7 @@ from __future__ import annotations
 import math
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -55,7 +56,19 @@ from .sample import Sample
 if TYPE_CHECKING:  # the environment builds on this package, not the other way round
     from mgpo_env.image_budget import ImageBudget
 
-QUESTION_TYPES = ("colour", "glyph", "shape", "relative_position")
+QUESTION_TYPES = ("colour", "glyph", "shape", "relative_position", "checker_half")
+# What a task asks when not told: the first four (checker_half is meant for pattern_amplitude/noise tasks).
+DEFAULT_QUESTION_TYPES = QUESTION_TYPES[:4]
+
+# The unit colour direction of each pair: with ``pattern_amplitude`` A the pair is 128 +- A * direction.
+PAIR_DIRECTIONS: dict[str, tuple[int, int, int]] = {
+    "red and cyan": (1, -1, -1),
+    "green and magenta": (-1, 1, -1),
+    "blue and yellow": (-1, -1, 1),
+    "black and white": (-1, -1, -1),
+}
+HALVES = ("top", "bottom", "left", "right")
+PATTERN_GRAY = 128  # the mean of every checker pair and of the plain half when pattern_amplitude is set
 
 # Complementary pairs: each averages to (127.5, 127.5, 127.5).
 COLOUR_PAIRS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
@@ -94,6 +107,7 @@ class _Layout:
     boxes: tuple[tuple[int, int, int, int], ...]  # target frame(s) in original pixels
     clutter_seed: int
     background: tuple[int, int, int]
+    pair: str = ""  # checker_half: the checker's colour pair
 
 
 class SyntheticTask(Sequence[Sample]):
@@ -116,6 +130,17 @@ class SyntheticTask(Sequence[Sample]):
             grid over the canvas (so one cell-sized crop can hold it); 0 places it anywhere.
         shuffle_choices: shuffle the options of each question (off: the attribute's fixed order,
             so a letter always names the same value).
+        target_sizes: if given, each sample draws its target's side from these (overrides
+            ``target_size``), e.g. ``(160, 208)`` for targets of two sizes.
+        pattern_amplitude: if given, the checker's two colours are ``128 +- A`` along the pair's
+            colour direction (``PAIR_DIRECTIONS``) instead of the saturated pairs, and the plain half
+            of a ``checker_half`` target is gray 128.
+        pattern_noise: half-width of uniform noise added to every pixel (and channel) inside the
+            frame. Resampling averages it away no faster than the checker's residue, so it buries
+            what a coarse view keeps of the pattern; a tight crop still shows the pattern. With
+            ``pattern_amplitude`` the two must sum to at most 127, so that no pixel is clipped:
+            clipping would make the checker's noise weaker than the plain gray's, which shows at
+            every scale.
     """
 
     def __init__(
@@ -130,10 +155,13 @@ class SyntheticTask(Sequence[Sample]):
         glyph_cell: int = 3,
         shape_size: int = 12,
         clutter: int = 80,
-        question_types: Sequence[str] = QUESTION_TYPES,
+        question_types: Sequence[str] = DEFAULT_QUESTION_TYPES,
         num_choices: int = 4,
         cells: int = 0,
         shuffle_choices: bool = True,
+        target_sizes: Sequence[int] = (),
+        pattern_amplitude: Optional[int] = None,
+        pattern_noise: float = 0.0,
     ) -> None:
         width, height = (canvas_size, canvas_size) if isinstance(canvas_size, int) else tuple(canvas_size)
         if min(width, height) < 256:
@@ -145,8 +173,17 @@ class SyntheticTask(Sequence[Sample]):
             raise ValueError(f"question_types must be a non-empty subset of {QUESTION_TYPES}, got {list(question_types)}")
         if not 2 <= num_choices <= 4:
             raise ValueError(f"num_choices must be 2, 3 or 4, got {num_choices}")
-        if target_size < 4 * grid or target_size > min(width, height) // 4:
-            raise ValueError(f"target_size must be between {4 * grid} and a quarter of the canvas, got {target_size}")
+        sizes = tuple(int(v) for v in target_sizes) or (int(target_size),)
+        for size in sizes:
+            if size < 4 * grid or size > min(width, height) // 4:
+                raise ValueError(f"target sizes must be between {4 * grid} and a quarter of the canvas, got {size}")
+        target_size = max(sizes)
+        if pattern_amplitude is not None and not 1 <= pattern_amplitude <= 127:
+            raise ValueError(f"pattern_amplitude must be between 1 and 127, got {pattern_amplitude}")
+        if pattern_noise < 0:
+            raise ValueError(f"pattern_noise must be >= 0, got {pattern_noise}")
+        if pattern_amplitude is not None and pattern_amplitude + pattern_noise > 127:
+            raise ValueError(f"pattern_amplitude + pattern_noise must be at most 127 (no clipped pixel), got {pattern_amplitude} + {pattern_noise}")
         if grid < 1 or checker_square < 1:
             raise ValueError("grid and checker_square must be >= 1")
         if cells < 0 or (cells and min(width, height) // cells < target_size + 2 * grid):
@@ -154,7 +191,10 @@ class SyntheticTask(Sequence[Sample]):
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.canvas_size = (int(width), int(height))
-        self.target_size = int(target_size)
+        self.target_size = int(target_size)  # the largest side: the margin kept around targets
+        self.target_sizes = sizes
+        self.pattern_amplitude = None if pattern_amplitude is None else int(pattern_amplitude)
+        self.pattern_noise = float(pattern_noise)
         self.grid = int(grid)
         self.checker_square = int(checker_square)
         self.glyph_cell = int(glyph_cell)
@@ -207,22 +247,23 @@ class SyntheticTask(Sequence[Sample]):
                 return x, y
         return x, y  # crowded canvas: accept an overlap rather than loop forever
 
-    def _cell_spot(self, rng: np.random.Generator) -> tuple[int, int]:
+    def _cell_spot(self, rng: np.random.Generator, side: int) -> tuple[int, int]:
         """A grid-aligned top-left corner that keeps the target inside one random cell."""
         width, height = self.canvas_size
         col, row = (int(v) for v in rng.integers(self.cells, size=2))
         cell_w, cell_h = width // self.cells, height // self.cells
         # One grid step clear of the cell's edges, so the frame never touches a neighbour.
-        x = col * cell_w + self.grid + int(rng.integers(0, cell_w - self.target_size - 2 * self.grid + 1))
-        y = row * cell_h + self.grid + int(rng.integers(0, cell_h - self.target_size - 2 * self.grid + 1))
-        x = min(x // self.grid * self.grid, (col + 1) * cell_w - self.target_size - self.grid)
-        y = min(y // self.grid * self.grid, (row + 1) * cell_h - self.target_size - self.grid)
+        x = col * cell_w + self.grid + int(rng.integers(0, cell_w - side - 2 * self.grid + 1))
+        y = row * cell_h + self.grid + int(rng.integers(0, cell_h - side - 2 * self.grid + 1))
+        x = min(x // self.grid * self.grid, (col + 1) * cell_w - side - self.grid)
+        y = min(y // self.grid * self.grid, (row + 1) * cell_h - side - self.grid)
         return max(x, col * cell_w), max(y, row * cell_h)
 
     def _layout(self, rng: np.random.Generator) -> _Layout:
         kind = self.question_types[int(rng.integers(len(self.question_types)))]
         background = tuple(int(v) for v in rng.integers(170, 236, size=3))
-        side = self.target_size
+        # One size draws nothing, so the samples of a one-size task are those of earlier versions.
+        side = self.target_sizes[int(rng.integers(len(self.target_sizes)))] if len(self.target_sizes) > 1 else self.target_sizes[0]
         if kind == "relative_position":
             first, other = (str(s) for s in rng.choice(SHAPES, size=2, replace=False))
             gap = int(rng.integers(2, 6)) * side
@@ -233,10 +274,11 @@ class SyntheticTask(Sequence[Sample]):
             answer = "left" if rng.random() < 0.5 else "right"
             boxes = (left, right) if answer == "left" else (right, left)  # boxes[0] holds `first`
             return _Layout(kind, answer, (first, other), (boxes[0], boxes[1]), int(rng.integers(2**31)), background)  # type: ignore[arg-type]
-        x, y = self._cell_spot(rng) if self.cells else self._free_spot(rng, (side, side), [])
-        values = {"colour": list(COLOUR_PAIRS), "glyph": list(GLYPHS), "shape": list(SHAPES)}[kind]
+        x, y = self._cell_spot(rng, side) if self.cells else self._free_spot(rng, (side, side), [])
+        values = _ATTRIBUTE_VALUES[kind]
         value = str(values[int(rng.integers(len(values)))])
-        return _Layout(kind, value, (), ((x, y, x + side, y + side),), int(rng.integers(2**31)), background)  # type: ignore[arg-type]
+        pair = str(list(COLOUR_PAIRS)[int(rng.integers(len(COLOUR_PAIRS)))]) if kind == "checker_half" else ""
+        return _Layout(kind, value, (), ((x, y, x + side, y + side),), int(rng.integers(2**31)), background, pair)  # type: ignore[arg-type]
 
     def _question(self, layout: _Layout, rng: np.random.Generator) -> tuple[str, tuple[str, ...], str]:
         if layout.kind == "relative_position":
@@ -244,7 +286,7 @@ class SyntheticTask(Sequence[Sample]):
             question = f"Is the small magenta {first} to the left or to the right of the small magenta {other}?"
             choices = ["left", "right"] if rng.random() < 0.5 else ["right", "left"]
             return question, tuple(choices), string.ascii_uppercase[choices.index(layout.answer_value)]
-        pool = {"colour": list(COLOUR_PAIRS), "glyph": list(GLYPHS), "shape": list(SHAPES)}[layout.kind]
+        pool = list(_ATTRIBUTE_VALUES[layout.kind])
         distractors = [v for v in pool if v != layout.answer_value]
         picked = [str(v) for v in rng.choice(distractors, size=self.num_choices - 1, replace=False)]
         choices = picked + [layout.answer_value]
@@ -256,6 +298,7 @@ class SyntheticTask(Sequence[Sample]):
             "colour": "Which two colours make up the fine checkered pattern inside the small black frame?",
             "glyph": "Which letter is written inside the small black frame?",
             "shape": "Which shape is drawn inside the small black frame?",
+            "checker_half": "Which half of the small black frame holds the fine checkered pattern?",
         }[layout.kind]
         return question, tuple(choices), string.ascii_uppercase[choices.index(layout.answer_value)]
 
@@ -280,6 +323,9 @@ class SyntheticTask(Sequence[Sample]):
             "shape_px": {"original": self.shape_size, "view": self.shape_size / factor, "tight_crop": self.shape_size * enlarge},
             "checker_hidden_in_view": factor == int(factor) and int(factor) % (2 * self.checker_square) == 0 and self.grid % int(factor) == 0,
         }
+
+
+_ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOUR_PAIRS), "glyph": tuple(GLYPHS), "shape": SHAPES, "checker_half": HALVES}
 
 
 def generated_index(dataset: Sequence[Any], index: int) -> int:
@@ -329,8 +375,8 @@ def render_layout(task: SyntheticTask, layout: _Layout) -> Image.Image:
     box = layout.boxes[0]
     _draw_frame(draw, box, task.grid)
     inner = (box[0] + task.grid, box[1] + task.grid, box[2] - task.grid, box[3] - task.grid)
-    if layout.kind == "colour":
-        _draw_checker(image, inner, COLOUR_PAIRS[layout.answer_value], task.checker_square)
+    if layout.kind in ("colour", "checker_half"):
+        _draw_pattern(task, image, layout, inner)
     elif layout.kind == "glyph":
         draw.rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(255, 255, 255))
         _draw_glyph(draw, _center(box), GLYPHS[layout.answer_value], task.glyph_cell, GLYPH_COLOR)
@@ -346,6 +392,37 @@ def _center(box: Sequence[int]) -> tuple[float, float]:
 
 def _draw_frame(draw: ImageDraw.ImageDraw, box: Sequence[int], thickness: int) -> None:
     draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=FRAME_COLOR, width=thickness)
+
+
+def pattern_colours(task: SyntheticTask, pair: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The checker's two colours: the saturated pair, or ``128 +- pattern_amplitude`` along its direction."""
+    if task.pattern_amplitude is None:
+        return COLOUR_PAIRS[pair]
+    direction = np.array(PAIR_DIRECTIONS[pair])
+    first, second = PATTERN_GRAY + task.pattern_amplitude * direction, PATTERN_GRAY - task.pattern_amplitude * direction
+    return tuple(int(v) for v in first), tuple(int(v) for v in second)  # type: ignore[return-value]
+
+
+def checker_half_box(inner: Sequence[int], half: str) -> tuple[int, int, int, int]:
+    """The half of the frame's inside that holds the checker of a ``checker_half`` question."""
+    x1, y1, x2, y2 = (int(v) for v in inner)
+    mx, my = (x1 + x2) // 2, (y1 + y2) // 2
+    return {"top": (x1, y1, x2, my), "bottom": (x1, my, x2, y2), "left": (x1, y1, mx, y2), "right": (mx, y1, x2, y2)}[half]
+
+
+def _draw_pattern(task: SyntheticTask, image: Image.Image, layout: _Layout, inner: Sequence[int]) -> None:
+    """The checker (all of the inside, or one half on plain gray), then the inside's noise."""
+    if layout.kind == "colour":
+        _draw_checker(image, inner, pattern_colours(task, layout.answer_value), task.checker_square)
+    else:
+        gray = PATTERN_GRAY if task.pattern_amplitude is not None else 128
+        ImageDraw.Draw(image).rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(gray, gray, gray))
+        _draw_checker(image, checker_half_box(inner, layout.answer_value), pattern_colours(task, layout.pair), task.checker_square)
+    if task.pattern_noise > 0:
+        x1, y1, x2, y2 = (int(v) for v in inner)
+        region = np.asarray(image.crop((x1, y1, x2, y2)), dtype=np.float32)
+        noise = np.random.default_rng([layout.clutter_seed, 1]).uniform(-task.pattern_noise, task.pattern_noise, region.shape)
+        image.paste(Image.fromarray(np.clip(np.rint(region + noise), 0, 255).astype(np.uint8), "RGB"), (x1, y1))
 
 
 def _draw_checker(image: Image.Image, box: Sequence[int], colours: tuple[tuple[int, int, int], tuple[int, int, int]], square: int) -> None:

@@ -131,3 +131,85 @@ def test_unshuffled_choices_keep_one_letter_per_attribute():
 def test_cells_too_small_for_the_target_are_refused():
     with pytest.raises(ValueError, match="cells"):
         SyntheticTask(10, canvas_size=1024, target_size=200, cells=8)
+
+
+# ------------------------------- noisy fine checkers: targets of several sizes, the checker_half question
+NOISY_TASK = dict(canvas_size=1568, target_sizes=(224, 288), grid=4, checker_square=1, clutter=10, question_types=["colour", "checker_half"])
+
+
+def _inside(task, sample):
+    x1, y1, x2, y2 = (int(v) for v in sample.target_boxes[0])
+    g = task.grid
+    return np.asarray(sample.image(), dtype=int)[y1 + g:y2 - g, x1 + g:x2 - g]
+
+
+def test_one_size_in_target_sizes_gives_the_samples_of_target_size():
+    a, b = SyntheticTask(6, seed=3, target_size=64), SyntheticTask(6, seed=3, target_sizes=(64,))
+    for i in range(6):
+        assert (a[i].question, a[i].choices, a[i].target_boxes) == (b[i].question, b[i].choices, b[i].target_boxes)
+
+
+def test_targets_take_each_listed_size():
+    task = SyntheticTask(60, seed=0, **NOISY_TASK, pattern_amplitude=40)
+    sides = Counter(int(s.target_boxes[0][2] - s.target_boxes[0][0]) for s in (task[i] for i in range(60)))
+    assert set(sides) == {224, 288} and min(sides.values()) > 15
+
+
+@settings(max_examples=12, deadline=None)
+@given(amplitude=st.integers(1, 127), index=st.integers(0, 40))
+def test_checker_colours_sit_at_128_plus_minus_the_amplitude_along_the_pair(amplitude, index):
+    from mgpo_datasets.synthetic import PAIR_DIRECTIONS
+
+    task = SyntheticTask(41, seed=4, **NOISY_TASK, pattern_amplitude=amplitude)
+    sample = task[index]
+    inside = _inside(task, sample)
+    if sample.category == "colour":
+        checker = inside
+        pair = sample.metadata["attribute"]
+    else:  # checker_half: the named half holds the checker, the other half is flat gray 128
+        h, w = inside.shape[:2]
+        half = sample.metadata["attribute"]
+        # The half-box is split at the inside's middle, so compare away from the seam.
+        sl = {"top": np.s_[: h // 2 - 1], "bottom": np.s_[h // 2 + 1:], "left": np.s_[:, : w // 2 - 1], "right": np.s_[:, w // 2 + 1:]}
+        other = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}[half]
+        checker, plain = inside[sl[half]], inside[sl[other]]
+        assert (plain == 128).all()
+        pair = next(p for p in PAIR_DIRECTIONS if all(tuple(c) in {tuple(128 + amplitude * np.array(PAIR_DIRECTIONS[p])), tuple(128 - amplitude * np.array(PAIR_DIRECTIONS[p]))} for c in checker.reshape(-1, 3)[:4]))
+    direction = np.array(PAIR_DIRECTIONS[pair])
+    colours = {tuple(c) for c in checker.reshape(-1, 3)}
+    assert colours == {tuple(128 + amplitude * direction), tuple(128 - amplitude * direction)}
+    # Neighbouring pixels alternate (1-pixel squares), so every 2x2 block averages to exactly 128.
+    even = checker[: checker.shape[0] // 2 * 2, : checker.shape[1] // 2 * 2]
+    blocks = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2, 3).mean(axis=(1, 3))
+    assert np.array_equal(blocks, np.full_like(blocks, 128.0))
+
+
+def test_pattern_noise_is_bounded_and_never_clips():
+    task = SyntheticTask(8, seed=5, **NOISY_TASK, pattern_amplitude=40, pattern_noise=87)
+    clean = SyntheticTask(8, seed=5, **NOISY_TASK, pattern_amplitude=40)
+    for i in range(8):
+        noisy, plain = _inside(task, task[i]), _inside(clean, clean[i])
+        difference = noisy - plain
+        assert np.abs(difference).max() <= 87 and difference.std() > 40  # uniform on +-87 has std 50
+        assert noisy.min() >= 128 - 127 and noisy.max() <= 128 + 127  # the extremes of A + noise: nothing cut off at 0
+        assert abs(difference.mean()) < 1.0
+
+
+@pytest.mark.parametrize("kwargs", [{"pattern_amplitude": 100, "pattern_noise": 28}, {"pattern_amplitude": 0}, {"pattern_noise": -1}, {"target_sizes": (224, 600)}])
+def test_bad_pattern_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SyntheticTask(4, **{**NOISY_TASK, **kwargs})
+
+
+def test_checker_half_questions_name_the_half():
+    task = SyntheticTask(40, seed=6, **NOISY_TASK, pattern_amplitude=40)
+    halves = Counter()
+    for i in range(40):
+        sample = task[i]
+        if sample.category != "checker_half":
+            continue
+        assert sample.question == "Which half of the small black frame holds the fine checkered pattern?"
+        assert sorted(sample.choices) == ["bottom", "left", "right", "top"]
+        assert sample.choices["ABCD".index(sample.answer)] == sample.metadata["attribute"]
+        halves[sample.metadata["attribute"]] += 1
+    assert len(halves) == 4
