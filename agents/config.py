@@ -62,6 +62,12 @@ class MGPOConfig:
         "this process; start it with the same dataset and environment options (checked at connection). Empty: local.",
         default="",
     )
+    first_turn: str = _help(
+        "Who plays turn 1 of a two_turn episode: '' (the policy) or a rule, so the policy only answers: 'random' "
+        "(a free-form box independent of the image), 'oracle' (the smallest valid box around the annotated target) or "
+        "'fixed:x1,y1,x2,y2' (one box in the box frame, every image). The baselines that could win without learned grounding.",
+        default="",
+    )
     validate_data: str = _help(
         "Check the training images before the first step: 'header' reads each stored image's header (fast; finds "
         "missing and non-image files), 'decode' decodes each one with a progress bar (also finds truncated files), "
@@ -162,6 +168,12 @@ class MGPOConfig:
                 raise ValueError(f"invalid config: {message}")
 
         need(self.protocol in PROTOCOLS, f"protocol={self.protocol!r}; choose one of {PROTOCOLS}")
+        if self.first_turn:
+            from mgpo_env.scripted_turn import check_rule
+
+            need(self.protocol == "two_turn", f"first_turn={self.first_turn!r} plays turn 1 of a two_turn episode; protocol is {self.protocol!r}")
+            need(not self.env_url, "first_turn wraps local environments; leave env_url empty")
+            need(check_rule(self.first_turn) is None, str(check_rule(self.first_turn)))
         need(not (self.env_url and self.save_rollouts_every > 0), "save_rollouts_every records from local environments; set it to 0 with env_url")
         need(self.box_frame in ("pixel", "norm1000", "relative"), f"box_frame={self.box_frame!r}; choose 'pixel', 'norm1000' or 'relative'")
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={self.dtype!r}; choose auto, float32, bfloat16 or float16")

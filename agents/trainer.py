@@ -117,6 +117,10 @@ def env_factory(
         box_frame=config.box_frame,
         image_store=store,
     )
+    if config.first_turn and (protocol or config.protocol) == "two_turn":
+        from mgpo_env.scripted_turn import ScriptedFirstTurn
+
+        return lambda: ScriptedFirstTurn(gym.make("mgpo/HighResVQA-v0", **kwargs), config.first_turn)
     return lambda: gym.make("mgpo/HighResVQA-v0", **kwargs)
 
 

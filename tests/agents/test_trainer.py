@@ -215,6 +215,8 @@ def test_two_processes_match_one_process(tmp_path, tiny_training_config):
         ({"distributed": "zero3"}, "distributed"),
         ({"min_pixels": 10_000, "max_pixels": 5_000}, "min_pixels"),
         ({"dataset_kwargs": "canvas=5"}, "dataset_kwargs"),
+        ({"first_turn": "oracle", "protocol": "single_turn"}, "two_turn"),
+        ({"first_turn": "closest"}, "first-turn rule"),
     ],
 )
 def test_malformed_configs_are_rejected(overrides, match):
@@ -269,3 +271,18 @@ def test_replies_never_contain_image_or_vision_tokens(tiny, tiny_training_config
             if segment.generated:
                 assert not suppressed & set(segment.ids)
         assert len(trajectory.reply_lengths()) == 2  # both turns played: no feature/token mismatch
+
+
+def test_a_scripted_first_turn_leaves_the_policy_only_the_answer(tiny_training_config):
+    """With first_turn set, the rule's box is in the prompt (no loss), and each episode has one generated reply."""
+    from mgpo_agents.trainer import MGPOTrainer
+    from mgpo_env.geometry import contains
+
+    trainer = MGPOTrainer(tiny_training_config(first_turn="oracle", steps=1))
+    result = trainer.engine.run([0, 1], group_size=2)
+    for trajectory in result.trajectories:
+        assert len(trajectory.reply_lengths()) == 1 and trajectory.info["turn"] == 2
+        assert trajectory.info["box_valid"] and contains(trajectory.info["crop_box"], trajectory.info["target_box"])
+        assert len(trajectory.pixel_values) == 2  # the view and the oracle's crop, both in the prompt
+    trainer.train(1, progress=False)
+    assert trainer.step == 1
