@@ -1117,9 +1117,10 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates"],
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep"],
                         help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs; "
-                        "gates: a checkpoint's gate measurements and where its grounding boxes land")
+                        "gates: a checkpoint's gate measurements and where its grounding boxes land; "
+                        "leak-sweep: what crops of each size reveal of the free-form task's attribute")
     parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
@@ -1147,6 +1148,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.command == "before":
         evaluate_checkpoint(checkpoint, args.protocol, settings, args.output / f"before-{args.protocol}.json")
+        return 0
+    if args.command == "leak-sweep":  # what crops of each size reveal of the free-form task's attribute
+        from .freeform_task import FREEFORM_TASK
+        from .leak_sweep import markdown_table, run_leak_sweep
+
+        print(markdown_table(run_leak_sweep(FREEFORM_TASK, args.output)))
         return 0
     if args.command == "gates":
         print(json.dumps(measure_gates(checkpoint), indent=2))

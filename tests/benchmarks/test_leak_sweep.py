@@ -1,0 +1,51 @@
+"""The leak sweep's geometry and reader (benchmarks/emergence/leak_sweep.py)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from emergence.leak_sweep import SweepSettings, at_chance_bound, crop_around, markdown_table, sweep, target_features, target_region
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=st.integers(0, 1400), y=st.integers(0, 1400), side=st.integers(20, 300),
+    ratio=st.floats(1.0, 10.0), u=st.floats(0, 1), v=st.floats(0, 1),
+)
+def test_a_crop_holds_the_target_at_the_asked_size(x, y, side, ratio, u, v):
+    canvas = (1568, 1568)
+    target = (x, y, min(x + side, 1568), min(y + side, 1568))
+    box = crop_around(target, ratio, (u, v), canvas)
+    assert 0 <= box[0] and 0 <= box[1] and box[2] <= canvas[0] and box[3] <= canvas[1]
+    assert box[0] <= target[0] and box[1] <= target[1] and box[2] >= target[2] and box[3] >= target[3]
+    wanted = min(max(target[2] - target[0], target[3] - target[1]) * ratio, canvas[0])
+    assert abs((box[2] - box[0]) - wanted) <= 2 and abs((box[3] - box[1]) - wanted) <= 2
+
+
+def test_the_target_region_scales_with_the_shown_crop():
+    # A 400-pixel crop shown at 200: the target 100..300 minus an inset of 10 lands at 55..145.
+    assert target_region((0, 0, 400, 400), (100, 100, 300, 300), (200, 200), inset=10) == (55, 55, 145, 145)
+
+
+def test_features_see_the_checker_axis_and_the_half():
+    gray = np.full((64, 64, 3), 128, np.uint8)
+    checker = gray.copy()
+    parity = (np.add.outer(np.arange(64), np.arange(32)) % 2).astype(bool)
+    checker[:, 32:][parity] = (160, 96, 96)
+    checker[:, 32:][~parity] = (96, 160, 160)
+    plain, right = target_features(Image.fromarray(gray), (0, 0, 64, 64)), target_features(Image.fromarray(checker), (0, 0, 64, 64))
+    # The order: 5 areas (all, top, bottom, left, right) x (3 means, 6 covariances, 6 residue covariances).
+    residue_red = lambda f, area: f[area * 15 + 9]  # noqa: E731
+    assert residue_red(plain, 0) == 0 and residue_red(right, 4) > 100 * max(residue_red(right, 3), 1e-9)
+    assert np.allclose(right[0:3], 128, atol=0.5)  # the checker leaves the mean at gray
+
+
+def test_tight_crops_of_a_clean_checker_are_read_and_chance_has_a_bound():
+    task = dict(canvas_size=1568, target_sizes=(224,), grid=4, checker_square=1, pattern_amplitude=32, clutter=5, question_types=["colour"])
+    data = sweep(task, SweepSettings(ratios=(1.1,), train_samples=40, test_samples=30, view_budgets={}), progress=False)
+    result = data["results"][0]
+    assert result["accuracy"]["1.1"] >= 0.9 and result["largest_ratio_read_at_0.9"] == 1.1
+    assert at_chance_bound(0.25, 300) == pytest.approx(0.25 + 1.96 * (0.25 * 0.75 / 300) ** 0.5)
+    assert "| colour |" in markdown_table(data)
