@@ -256,3 +256,38 @@ def run_leak_sweep(task_kwargs: dict[str, Any], output: Any, settings: Optional[
     plot_sweep(data, output / "leak_sweep.png")
     (output / "leak_sweep.md").write_text(markdown_table(data) + "\n")
     return data
+
+
+def crop_reply(target: Sequence[float], ratio: float, offset: tuple[float, float], canvas: tuple[int, int], view: tuple[int, int], min_side: float = 28.0) -> str:
+    """A turn-1 reply (view pixels) whose crop holds the target at about ``ratio`` x its side.
+
+    The crop is never smaller than the environment's smallest valid box (``min_side`` view
+    pixels): where ``ratio`` would be smaller, the crop takes that smallest size instead.
+    """
+    sx, sy = view[0] / canvas[0], view[1] / canvas[1]
+    side = max(target[2] - target[0], target[3] - target[1])
+    ratio = max(ratio, (math.floor(min_side) + 1.5) / (sx * side))
+    x1, y1, x2, y2 = crop_around(target, ratio, offset, canvas)
+    box = (int(x1 * sx), int(y1 * sy), min(view[0], math.ceil(x2 * sx)), min(view[1], math.ceil(y2 * sy)))
+    return "[" + ",".join(str(v) for v in box) + "]"
+
+
+def vlm_sweep(model: Any, processor: Any, task_kwargs: dict[str, Any], evaluate: Any, ratios: Sequence[float] = RATIOS,
+              questions: int = 200, seed: int = 12) -> dict[str, dict[str, float]]:
+    """The trained tiny VLM as the reader: greedy accuracy per question type when turn 1 is forced
+    to a crop of each ratio (random offsets), on held-out questions of dataset seed ``seed``.
+
+    ``evaluate(model, processor, task, indices, forced_first)`` plays the episodes (the experiment's
+    greedy evaluation) and returns its summary with ``accuracy_per_category``.
+    """
+    task = SyntheticTask(questions, seed=seed, **{k: v for k, v in task_kwargs.items() if k not in ("num_samples", "seed")})
+    canvas = task.canvas_size
+    view = SweepSettings().view_budgets["view, 64 tokens"].view_size(canvas)
+    rng = np.random.default_rng(seed)
+    curves: dict[str, dict[str, float]] = {kind: {} for kind in task.question_types}
+    for ratio in ratios:
+        replies = {i: crop_reply(task[i].target_boxes[0], ratio, (float(rng.uniform()), float(rng.uniform())), canvas, view) for i in range(questions)}
+        summary = evaluate(model, processor, task, range(questions), lambda i: replies[i])
+        for kind, accuracy in summary["accuracy_per_category"].items():
+            curves[kind][f"{ratio:g}"] = float(accuracy)
+    return curves

@@ -49,3 +49,41 @@ def test_tight_crops_of_a_clean_checker_are_read_and_chance_has_a_bound():
     assert result["accuracy"]["1.1"] >= 0.9 and result["largest_ratio_read_at_0.9"] == 1.1
     assert at_chance_bound(0.25, 300) == pytest.approx(0.25 + 1.96 * (0.25 * 0.75 / 300) ** 0.5)
     assert "| colour |" in markdown_table(data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=st.integers(0, 1900), y=st.integers(0, 1900), side=st.sampled_from([256, 288]), ratio=st.floats(1.0, 8.0), u=st.floats(0, 1), v=st.floats(0, 1))
+def test_a_crop_reply_is_valid_and_holds_the_target(x, y, side, ratio, u, v):
+    from emergence.leak_sweep import crop_reply
+    from mgpo_env.box_parser import parse_box
+    from mgpo_env.geometry import BoxPolicy, contains, original_to_view, validate_box
+
+    canvas, view = (2240, 2240), (224, 224)
+    target = (min(x, 2240 - side), min(y, 2240 - side), min(x, 2240 - side) + side, min(y, 2240 - side) + side)
+    box = parse_box(crop_reply(target, ratio, (u, v), canvas, view)).coords
+    assert validate_box(box, view, BoxPolicy())[0] is not None
+    assert contains(box, original_to_view(target, view, canvas))
+    wanted = max(ratio * side / 10, 29.5)
+    assert abs((box[2] - box[0]) - min(wanted, 224)) <= 2
+
+
+def test_the_vlm_sweep_forces_each_ratio_and_reports_per_question_type():
+    """With a stand-in reader that is right exactly when the forced crop is tight, the curve is 1 then 0."""
+    from emergence.freeform_task import FREEFORM_TASK
+    from emergence.leak_sweep import vlm_sweep
+    from mgpo_env.box_parser import parse_box
+    from mgpo_env.geometry import view_to_original
+
+    def evaluate(model, processor, task, indices, forced_first):
+        right = {}
+        for i in indices:
+            box = view_to_original(parse_box(forced_first(i)).coords, (224, 224), task.canvas_size)
+            target = task[i].target_boxes[0]
+            ratio = (box[2] - box[0]) / (target[2] - target[0])
+            right.setdefault(task[i].category, []).append(ratio <= 1.6)
+        return {"accuracy_per_category": {k: sum(v) / len(v) for k, v in right.items()}}
+
+    curves = vlm_sweep(None, None, FREEFORM_TASK, evaluate, ratios=(1.2, 4.0), questions=12)
+    assert set(curves) == {"colour", "checker_half"}
+    for curve in curves.values():
+        assert curve == {"1.2": 1.0, "4": 0.0}
