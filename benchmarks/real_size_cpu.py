@@ -174,6 +174,8 @@ def stage_eval(args: argparse.Namespace) -> dict[str, Any]:
         "--max-new-tokens", str(args.eval_max_new_tokens), "--min-pixels", str(args.eval_min_pixels), "--max-pixels", str(args.eval_max_pixels),
         "--batch-questions", str(args.eval_samples), "--output", str(out),
     ]
+    if args.eval_dataset_kwargs:
+        argv += ["--dataset-kwargs", args.eval_dataset_kwargs]
     result = run_measured("eval", argv, args.work, env={"OMP_NUM_THREADS": str(args.threads)})
     if (out / "summary.json").exists():
         result["summary"] = json.loads((out / "summary.json").read_text())
@@ -273,7 +275,9 @@ def write_report(results: dict[str, Any], args: argparse.Namespace, path: Path) 
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
         "",
         f"Settings: compute dtype {args.dtype} (weights stored in bf16); eval: {args.eval_samples} questions, pixel budget",
-        f"{args.eval_min_pixels}..{args.eval_max_pixels}, replies of at most {args.eval_max_new_tokens} tokens; training: LoRA rank 16, G = 2,",
+        f"{args.eval_min_pixels}..{args.eval_max_pixels}, replies of at most {args.eval_max_new_tokens} tokens"
+        + (f", synthetic task options {args.eval_dataset_kwargs}" if args.eval_dataset_kwargs else "")
+        + f"; training: LoRA rank 16, G = 2,",
         f"one question a step, two turns, pixel budget {args.train_min_pixels}..{args.train_max_pixels}, replies of at most",
         f"{args.train_max_new_tokens} tokens, {args.train_prompts} prompts, micro-batch {args.micro_batch_size}, {args.threads} torch threads.",
         f"(Published pixel budget: {PUBLISHED_MIN_PIXELS}..{PUBLISHED_MAX_PIXELS}, i.e. 256..1280 visual tokens an image.)",
@@ -399,6 +403,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--eval-max-new-tokens", type=int, default=4)
+    parser.add_argument(
+        "--eval-dataset-kwargs", default="",
+        help='the synthetic task\'s options as JSON, e.g. \'{"canvas_size": 448}\' (an image at the published floor of 256 visual tokens)',
+    )
     parser.add_argument("--eval-min-pixels", type=int, default=SMALL_MIN_PIXELS, help=f"published: {PUBLISHED_MIN_PIXELS}")
     parser.add_argument("--eval-max-pixels", type=int, default=SMALL_MAX_PIXELS, help=f"published: {PUBLISHED_MAX_PIXELS}")
     parser.add_argument("--train-max-new-tokens", type=int, default=4)
