@@ -4,7 +4,9 @@
 * :mod:`emergence.grounding_task`: generic "where is the red circle?" questions,
   registered as the ``"grounding"`` dataset when this package is imported;
 * :mod:`emergence.position_code`: the image-processor variant the probes tried;
-* :mod:`emergence.forced_replies`: an oracle first turn for diagnostics.
+* :mod:`emergence.forced_replies`: an oracle first turn for diagnostics;
+* :mod:`emergence.freeform_task`: the free-form grounding task (issue #23, in progress);
+* :mod:`emergence.leak_sweep`: what crops of each size reveal of its hidden attribute.
 """
 
 from mgpo_datasets import register_dataset
