@@ -173,7 +173,8 @@ class MGPOConfig:
 
             need(self.protocol == "two_turn", f"first_turn={self.first_turn!r} plays turn 1 of a two_turn episode; protocol is {self.protocol!r}")
             need(not self.env_url, "first_turn wraps local environments; leave env_url empty")
-            need(check_rule(self.first_turn) is None, str(check_rule(self.first_turn)))
+            problem = check_rule(self.first_turn)
+            need(problem is None, str(problem))
         need(not (self.env_url and self.save_rollouts_every > 0), "save_rollouts_every records from local environments; set it to 0 with env_url")
         need(self.box_frame in ("pixel", "norm1000", "relative"), f"box_frame={self.box_frame!r}; choose 'pixel', 'norm1000' or 'relative'")
         need(self.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={self.dtype!r}; choose auto, float32, bfloat16 or float16")

@@ -99,10 +99,10 @@ def env_factory(
     lossless images (the exact pixels a local environment shows); the server must run the
     same dataset and options, which the first connection checks.
     """
+    played = protocol or config.protocol
     if url:
         from mgpo_env.remote.client import RemoteHighResVQAEnv
 
-        played = protocol or config.protocol
         expect = dict(dataset_size=len(dataset), protocol=played, min_pixels=config.min_pixels, max_pixels=config.max_pixels, box_frame=config.box_frame)
         if played == "free":
             expect["max_turns"] = config.max_turns
@@ -110,14 +110,14 @@ def env_factory(
     kwargs = dict(config.env_kwargs)
     kwargs.update(
         dataset=dataset,
-        protocol=protocol or config.protocol,
+        protocol=played,
         max_turns=config.max_turns,
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
         box_frame=config.box_frame,
         image_store=store,
     )
-    if config.first_turn and (protocol or config.protocol) == "two_turn":
+    if config.first_turn and played == "two_turn":
         from mgpo_env.scripted_turn import ScriptedFirstTurn
 
         return lambda: ScriptedFirstTurn(gym.make("mgpo/HighResVQA-v0", **kwargs), config.first_turn)

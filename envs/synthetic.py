@@ -68,7 +68,7 @@ PAIR_DIRECTIONS: dict[str, tuple[int, int, int]] = {
     "black and white": (-1, -1, -1),
 }
 HALVES = ("top", "bottom", "left", "right")
-PATTERN_GRAY = 128  # the mean of every checker pair and of the plain half when pattern_amplitude is set
+PATTERN_GRAY = 128  # the plain half of a checker_half target, and the mean of every pair when pattern_amplitude is set
 
 # Complementary pairs: each averages to (127.5, 127.5, 127.5).
 COLOUR_PAIRS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
@@ -415,8 +415,7 @@ def _draw_pattern(task: SyntheticTask, image: Image.Image, layout: _Layout, inne
     if layout.kind == "colour":
         _draw_checker(image, inner, pattern_colours(task, layout.answer_value), task.checker_square)
     else:
-        gray = PATTERN_GRAY if task.pattern_amplitude is not None else 128
-        ImageDraw.Draw(image).rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(gray, gray, gray))
+        ImageDraw.Draw(image).rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(PATTERN_GRAY,) * 3)
         _draw_checker(image, checker_half_box(inner, layout.answer_value), pattern_colours(task, layout.pair), task.checker_square)
     if task.pattern_noise > 0:
         x1, y1, x2, y2 = (int(v) for v in inner)

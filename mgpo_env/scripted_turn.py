@@ -61,8 +61,8 @@ def oracle_box(target: Sequence[float], view_size: Size, original_size: Size, mi
     """
     x1, y1, x2, y2 = original_to_view(target, view_size, original_size)
     box = [math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)]
+    need = int(math.floor(min_side)) + 1  # whole pixels strictly longer than min_side
     for lo, hi, limit in ((0, 2, view_size[0]), (1, 3, view_size[1])):
-        need = int(math.floor(min_side)) + 1
         if box[hi] - box[lo] < need:
             grow = need - (box[hi] - box[lo])
             box[lo] -= grow // 2
@@ -82,16 +82,21 @@ def box_reply(box: Sequence[float], frame: str, view_size: Size) -> str:
     return "[" + ",".join(f"{c:.3f}" for c in coords) + "]"
 
 
+def _fixed_box(rule: str) -> Optional[tuple[float, ...]]:
+    """The four numbers of a ``fixed:x1,y1,x2,y2`` rule, or None if they are not four finite numbers."""
+    try:
+        values = tuple(float(v) for v in rule[len("fixed:"):].split(","))
+    except ValueError:
+        return None
+    return values if len(values) == 4 and all(math.isfinite(v) for v in values) else None
+
+
 def check_rule(rule: str) -> Optional[str]:
     """``None`` if ``rule`` is a rule :class:`ScriptedFirstTurn` plays, else why not."""
     if rule in ("random", "oracle"):
         return None
     if rule.startswith("fixed:"):
-        try:
-            values = [float(v) for v in rule[len("fixed:"):].split(",")]
-        except ValueError:
-            values = []
-        if len(values) == 4 and all(math.isfinite(v) for v in values):
+        if _fixed_box(rule) is not None:
             return None
         return f"a fixed rule is 'fixed:x1,y1,x2,y2' (in the environment's box frame), got {rule!r}"
     return f"a first-turn rule is 'random', 'oracle' or 'fixed:x1,y1,x2,y2', got {rule!r}"
@@ -120,7 +125,9 @@ class ScriptedFirstTurn(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if problem:
             raise ValueError(problem)
         self.rule = rule
-        self.fixed = tuple(float(v) for v in rule[len("fixed:"):].split(",")) if rule.startswith("fixed:") else None
+        fixed = _fixed_box(rule) if rule.startswith("fixed:") else None
+        # The fixed rule's reply, written once: its numbers are already in the environment's frame.
+        self.fixed_reply = "[" + ",".join(f"{v:g}" for v in fixed) + "]" if fixed is not None else None
         policy: BoxPolicy = getattr(base, "box_policy", BoxPolicy())
         self.min_side = float(policy.min_side if min_side is None else min_side)
 
@@ -128,8 +135,8 @@ class ScriptedFirstTurn(gym.Wrapper, gym.utils.RecordConstructorArgs):
         base = self.env.unwrapped
         view_size = tuple(info["model_image_size"])
         frame = base.box_frame
-        if self.fixed is not None:
-            return "[" + ",".join(f"{v:g}" for v in self.fixed) + "]"
+        if self.fixed_reply is not None:
+            return self.fixed_reply
         if self.rule == "oracle":
             if info.get("target_box") is None:
                 raise ValueError(f"sample {info.get('sample_id')!r} has no annotated box: the oracle rule needs one")

@@ -27,9 +27,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
+from mgpo_datasets.image_files import decode_image
 from mgpo_datasets.synthetic import SyntheticTask
 from mgpo_env.cropping import crop_original
 from mgpo_env.image_budget import ImageBudget
+from mgpo_env.scripted_turn import box_reply
 
 RATIOS = (1.1, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
@@ -112,20 +114,22 @@ def target_features(shown: Image.Image, region: tuple[int, int, int, int]) -> np
     return np.asarray(features, dtype=np.float64)
 
 
-def _label(sample: Any) -> int:
-    return int("ABCDEFGH".index(sample.answer))
+def crop_ratios(accuracy: dict[str, float]) -> dict[float, float]:
+    """The crop columns of a result's ``accuracy`` (keyed by ratio, e.g. ``"1.25"``), by ratio."""
+    return {float(name): value for name, value in accuracy.items() if not name.startswith("view")}
 
 
-def _attribute(sample: Any) -> str:
-    return str(sample.metadata["attribute"])
+def views(accuracy: dict[str, float]) -> dict[str, float]:
+    """The whole-image columns of a result's ``accuracy`` (named after their view budget)."""
+    return {name: value for name, value in accuracy.items() if name.startswith("view")}
 
 
 def sweep_question_type(task_kwargs: dict[str, Any], question_type: str, settings: SweepSettings, progress: bool = True) -> dict[str, Any]:
     """Reader accuracy at each crop ratio and view budget for one question type.
 
     The classifier predicts the *attribute* (the colour pair, or the half), not the option
-    letter, so option shuffling cannot hide a leak from it; chance is one over the number
-    of attribute values present.
+    letter, so option shuffling cannot hide a leak from it; chance is the largest share of
+    one attribute value among the test images.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -146,9 +150,9 @@ def sweep_question_type(task_kwargs: dict[str, Any], question_type: str, setting
         iterator = tqdm(iterator, desc=f"leak sweep: {question_type}", unit="image")
     for index in iterator:
         sample = task[index]
-        image = sample.image() if callable(sample.image) else sample.image
+        image = decode_image(sample.image)
         target = sample.target_boxes[0]
-        labels.append(_attribute(sample))
+        labels.append(str(sample.metadata["attribute"]))
         for ratio in settings.ratios:
             offset = (float(rng.uniform()), float(rng.uniform()))
             box = crop_around(target, ratio, offset, image.size)
@@ -182,13 +186,11 @@ def sweep(task_kwargs: dict[str, Any], settings: Optional[SweepSettings] = None,
     results = [sweep_question_type(task_kwargs, kind, settings, progress) for kind in task_kwargs["question_types"]]
     for result in results:
         bound = at_chance_bound(result["chance"], result["test_samples"])
-        accuracy = result["accuracy"]
-        loose = {k: v for k, v in accuracy.items() if not k.startswith("view") and float(k) >= 4}
-        views = {k: v for k, v in accuracy.items() if k.startswith("view")}
-        readable = [float(k) for k, v in accuracy.items() if not k.startswith("view") and v >= 0.9]
+        crops = crop_ratios(result["accuracy"])
+        readable = [ratio for ratio, value in crops.items() if value >= 0.9]
         result["chance_bound"] = bound
-        result["loose_at_chance"] = all(v <= bound for v in loose.values())
-        result["views_at_chance"] = all(v <= bound for v in views.values())
+        result["loose_at_chance"] = all(value <= bound for ratio, value in crops.items() if ratio >= 4)
+        result["views_at_chance"] = all(value <= bound for value in views(result["accuracy"]).values())
         result["largest_ratio_read_at_0.9"] = max(readable) if readable else None
     return {"settings": {"ratios": list(settings.ratios), "train_samples": settings.train_samples, "test_samples": settings.test_samples,
                          "seed": settings.seed}, "task": task_kwargs, "results": results}
@@ -203,14 +205,11 @@ def plot_sweep(data: dict[str, Any], path: Any, vlm: Optional[dict[str, Any]] = 
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for result in data["results"]:
-        accuracy = result["accuracy"]
-        ratios = [float(k) for k in accuracy if not k.startswith("view")]
-        (line,) = ax.plot(ratios, [accuracy[f"{r:g}"] for r in ratios], marker="o", label=f"pixel classifier: {result['question_type']}")
-        views = [k for k in accuracy if k.startswith("view")]
-        ax.scatter([12 + 4 * i for i in range(len(views))], [accuracy[k] for k in views], marker="s", color=line.get_color())
+        crops, whole = crop_ratios(result["accuracy"]), views(result["accuracy"])
+        (line,) = ax.plot(list(crops), list(crops.values()), marker="o", label=f"pixel classifier: {result['question_type']}")
+        ax.scatter([12 + 4 * i for i in range(len(whole))], list(whole.values()), marker="s", color=line.get_color())
         ax.axhline(result["chance_bound"], color="gray", lw=0.6, ls=":")
-    views = [k for k in data["results"][0]["accuracy"] if k.startswith("view")]
-    for i, name in enumerate(views):
+    for i, name in enumerate(views(data["results"][0]["accuracy"])):
         ax.annotate(name.replace("view, ", "view\n"), (12 + 4 * i, 0.05), ha="center", fontsize=7)
     for name, curve in (vlm or {}).items():
         ratios = sorted(float(k) for k in curve)
@@ -269,7 +268,7 @@ def crop_reply(target: Sequence[float], ratio: float, offset: tuple[float, float
     ratio = max(ratio, (math.floor(min_side) + 1.5) / (sx * side))
     x1, y1, x2, y2 = crop_around(target, ratio, offset, canvas)
     box = (int(x1 * sx), int(y1 * sy), min(view[0], math.ceil(x2 * sx)), min(view[1], math.ceil(y2 * sy)))
-    return "[" + ",".join(str(v) for v in box) + "]"
+    return box_reply(box, "pixel", view)
 
 
 def vlm_sweep(model: Any, processor: Any, task_kwargs: dict[str, Any], evaluate: Any, ratios: Sequence[float] = RATIOS,
@@ -282,7 +281,7 @@ def vlm_sweep(model: Any, processor: Any, task_kwargs: dict[str, Any], evaluate:
     """
     task = SyntheticTask(questions, seed=seed, **{k: v for k, v in task_kwargs.items() if k not in ("num_samples", "seed")})
     canvas = task.canvas_size
-    view = SweepSettings().view_budgets["view, 64 tokens"].view_size(canvas)
+    view = SweepSettings().crop_budget.view_size(canvas)  # the environment shows the view and crops at one budget
     rng = np.random.default_rng(seed)
     curves: dict[str, dict[str, float]] = {kind: {} for kind in task.question_types}
     for ratio in ratios:
