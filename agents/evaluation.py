@@ -2,12 +2,16 @@
 
 Grounding is measured where the data has annotated boxes: the *hit rate* is
 the share of episodes whose crop contains the whole annotated box, and the
-IoU compares the crop with it (0 for a missing or invalid box).
+IoU compares the crop with it (0 for a missing or invalid box). Each row also
+gives the crop's size against the target's (``side_ratio``, ``area_ratio``), so
+:func:`summarise` can count *tight* hits (the crop holds the target and is at
+most a given multiple of its side) and report the median box area over target area.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -15,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import gymnasium as gym
 
-from mgpo_env.geometry import contains, iou
+from mgpo_env.geometry import box_area, contains, iou, side_ratio, tight_hit
 
 from .rollout import RolloutEngine
 from .trajectory import Trajectory
@@ -36,13 +40,20 @@ def episode_row(trajectory: Trajectory) -> dict[str, Any]:
         "target_box": list(target) if target else None,
         "hit": bool(crop and target and contains(crop, target)),
         "iou": iou(crop, target) if crop and target else (0.0 if target else None),
+        "side_ratio": side_ratio(crop, target) if crop and target else None,
+        "area_ratio": box_area(crop) / box_area(target) if crop and target and box_area(target) > 0 else None,
         "visual_tokens": info.get("visual_tokens_total"),
         "replies": trajectory.replies,
     }
 
 
-def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy overall and per category, valid-box rate, hit rate and mean IoU."""
+def summarise(rows: Sequence[dict[str, Any]], max_side_ratio: Optional[float] = None) -> dict[str, Any]:
+    """Accuracy overall and per category, valid-box rate, hit rate, mean IoU and median area ratio.
+
+    With ``max_side_ratio``, also ``tight_hit_rate``: the share of annotated episodes whose crop
+    holds the target and is at most ``max_side_ratio`` x its side (a missing crop is a miss).
+    ``median_area_ratio`` is over the episodes with a crop and a target (None if there are none).
+    """
     per_category: dict[str, list[bool]] = defaultdict(list)
     for row in rows:
         per_category[str(row["category"])].append(row["correct"])
@@ -53,10 +64,27 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "accuracy": sum(r["correct"] for r in rows) / n,
         "accuracy_per_category": {k: sum(v) / len(v) for k, v in sorted(per_category.items())},
         "valid_box_rate": sum(r["box_valid"] for r in rows) / n,
-        "hit_rate": sum(r["hit"] for r in with_target) / len(with_target) if with_target else float("nan"),
-        "mean_iou": sum(r["iou"] for r in with_target) / len(with_target) if with_target else float("nan"),
+        "hit_rate": _mean([r["hit"] for r in with_target]),
+        "mean_iou": _mean([r["iou"] for r in with_target]),
         "annotated_episodes": len(with_target),
+        "median_area_ratio": _median([r["area_ratio"] for r in with_target if r.get("area_ratio") is not None]),
+        **(
+            {
+                "tight_hit_rate": _mean([bool(r["crop_box"]) and tight_hit(r["crop_box"], r["target_box"], max_side_ratio) for r in with_target]),
+                "max_side_ratio": max_side_ratio,
+            }
+            if max_side_ratio is not None
+            else {}
+        ),
     }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _median(values: Sequence[float]) -> Optional[float]:
+    return float(statistics.median(values)) if values else None
 
 
 def evaluate(

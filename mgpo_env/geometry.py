@@ -175,3 +175,22 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
 def contains(outer: Sequence[float], inner: Sequence[float]) -> bool:
     """Whether ``outer`` covers ``inner`` entirely (a grounding *hit*)."""
     return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
+
+
+def side_ratio(box: Sequence[float], reference: Sequence[float]) -> float:
+    """The longest side of ``box`` over the longest side of ``reference`` (inf for an empty reference).
+
+    How much larger a crop is than its target: a square crop of 1.25x the target's side gives 1.25.
+    """
+    side = max(box[2] - box[0], box[3] - box[1], 0.0)
+    ref = max(reference[2] - reference[0], reference[3] - reference[1], 0.0)
+    return side / ref if ref > 0 else float("inf")
+
+
+def tight_hit(crop: Sequence[float], target: Sequence[float], max_side_ratio: float) -> bool:
+    """A hit that is also tight: ``crop`` holds ``target`` and is at most ``max_side_ratio`` x its side.
+
+    Where only crops close to the target's size reveal the answer, a loose box that holds the
+    target is not yet grounding; the cap is the largest crop that still reveals it.
+    """
+    return contains(crop, target) and side_ratio(crop, target) <= max_side_ratio

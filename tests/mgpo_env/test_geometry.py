@@ -12,6 +12,8 @@ from mgpo_env.geometry import (
     from_view_pixels,
     iou,
     original_to_view,
+    side_ratio,
+    tight_hit,
     to_pixel_box,
     to_view_pixels,
     validate_box,
@@ -97,3 +99,28 @@ def test_iou_and_contains():
     assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
     assert contains((0, 0, 10, 10), (2, 2, 8, 8)) and not contains((0, 0, 10, 10), (2, 2, 11, 8))
+
+
+@settings(max_examples=200)
+@given(
+    st.tuples(st.integers(0, 3000), st.integers(0, 3000), st.integers(1, 500), st.integers(1, 500)),
+    st.floats(1.0, 10.0, allow_nan=False),
+    st.tuples(st.floats(0, 1), st.floats(0, 1)),
+    st.floats(1.0, 10.0, allow_nan=False),
+)
+def test_a_square_crop_of_r_times_the_side_is_a_tight_hit_exactly_when_r_is_under_the_cap(target, ratio, offset, cap):
+    x, y, w, h = target
+    box = (x, y, x + w, y + h)
+    side = max(w, h) * ratio  # a square crop of `ratio` x the target's longest side, holding it
+    left, top = x - offset[0] * (side - w), y - offset[1] * (side - h)
+    crop = (left, top, left + side, top + side)
+    assert side_ratio(crop, box) == pytest.approx(ratio)
+    if abs(ratio - cap) > 1e-9:
+        assert tight_hit(crop, box, cap) == (ratio < cap)
+    moved = (crop[0] + side, crop[1], crop[2] + side, crop[3])  # beside the target: never a hit
+    assert not tight_hit(moved, box, 10.0)
+
+
+def test_side_ratio_uses_the_longest_sides():
+    assert side_ratio((0, 0, 30, 60), (0, 0, 40, 20)) == 1.5
+    assert side_ratio((0, 0, 5, 5), (3, 3, 3, 3)) == float("inf")
