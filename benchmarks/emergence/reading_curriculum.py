@@ -44,7 +44,7 @@ def option_answer(sample: Sample) -> str:
     """The reply that names the right option by its text, e.g. ``\\boxed{bottom}``."""
     if not sample.choices:
         raise ValueError(f"sample {sample.sample_id!r} has no options to name")
-    return answer_text(sample.choices[ord(sample.answer) - ord("A")])
+    return answer_text(sample.answer_text)
 
 
 @dataclass
