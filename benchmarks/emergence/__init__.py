@@ -7,7 +7,7 @@
 * :mod:`emergence.forced_replies`: an oracle first turn for diagnostics;
 * :mod:`emergence.freeform_task`: the free-form grounding task (issue #23, in progress);
 * :mod:`emergence.leak_sweep`: what crops of each size reveal of its hidden attribute;
-* :mod:`emergence.reading_curriculum`: its reading stage, from a clean checker to the task's noise.
+* :mod:`emergence.reading_curriculum`: its reading stage, from a clean checker to the task's noise;
 * :mod:`emergence.fixed_box_search`: the best fixed, image-independent box (a baseline).
 """
 
