@@ -7,8 +7,10 @@ two passes so that the model is only asked about a handful of boxes:
 1. **screen** every square box of a grid of sides and positions on the training
    questions' annotated targets alone: the expected accuracy of a reader whose accuracy
    at each crop ratio is ``read(ratio)`` (the leak sweep's curve), and chance elsewhere;
-2. **confirm** the best few with the model itself (greedy episodes with turn 1 fixed to
-   the box), and keep the one with the highest accuracy.
+2. **confirm** the best few with the model itself: greedy episodes with turn 1 fixed to
+   the box (:func:`fixed_rule`, played by ``mgpo_env.scripted_turn.ScriptedFirstTurn``),
+   keeping the one with the highest accuracy. That pass needs the experiment's model and
+   runs there; this module screens.
 
 Boxes are in view pixels; ``fixed_rule`` writes one as ``mgpo train --first-turn``'s rule.
 """
