@@ -123,6 +123,15 @@ class BoxPolicy:
             raise ValueError(f"BoxPolicy.max_aspect must be > 1, got {self.max_aspect!r}")
 
 
+def smallest_valid_side(min_side: float) -> int:
+    """The fewest whole view pixels a box side needs to pass ``BoxPolicy``'s rule (strictly longer than ``min_side``).
+
+    >>> smallest_valid_side(28.0), smallest_valid_side(28.5)
+    (29, 29)
+    """
+    return int(math.floor(min_side)) + 1
+
+
 def validate_box(box: Sequence[float], view_size: Size, policy: BoxPolicy = BoxPolicy()) -> tuple[Optional[Box], Optional[str]]:
     """Apply ``policy`` to a view-pixel box.
 

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 
-from .geometry import BoxPolicy, from_view_pixels, original_to_view
+from .geometry import BoxPolicy, from_view_pixels, original_to_view, smallest_valid_side
 
 Size = tuple[int, int]
 
@@ -61,7 +61,7 @@ def oracle_box(target: Sequence[float], view_size: Size, original_size: Size, mi
     """
     x1, y1, x2, y2 = original_to_view(target, view_size, original_size)
     box = [math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)]
-    need = int(math.floor(min_side)) + 1  # whole pixels strictly longer than min_side
+    need = smallest_valid_side(min_side)
     for lo, hi, limit in ((0, 2, view_size[0]), (1, 3, view_size[1])):
         if box[hi] - box[lo] < need:
             grow = need - (box[hi] - box[lo])

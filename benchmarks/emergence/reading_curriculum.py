@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 from mgpo_datasets.sample import Sample
 from mgpo_datasets.synthetic import SyntheticTask
+from mgpo_env.geometry import original_to_view, smallest_valid_side
 
 from .experiment import answer_text
 from .freeform_task import FREEFORM_TASK
@@ -65,9 +66,8 @@ def reading_crop(target: Sequence[float], view: int, canvas: int, rng: random.Ra
     >>> reading_crop((1308, 780, 1532, 1004), 224, 2240, random.Random(0), most=1.0)  # the smallest: 29 px
     (128, 72, 157, 101)
     """
-    scale = view / canvas
-    x1, y1, x2, y2 = (v * scale for v in target)
-    need = max(int(math.floor(min_side)) + 1, math.ceil(x2) - math.floor(x1), math.ceil(y2) - math.floor(y1))
+    x1, y1, x2, y2 = original_to_view(target, (view, view), (canvas, canvas))
+    need = max(smallest_valid_side(min_side), math.ceil(x2) - math.floor(x1), math.ceil(y2) - math.floor(y1))
     if need > view:
         raise ValueError(f"target {tuple(target)} does not fit a valid box inside a {view}-pixel view")
     side = rng.randint(need, max(need, min(view, int(most * max(x2 - x1, y2 - y1)))))
