@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import numpy as np
+
 from mgpo_env.geometry import contains, original_to_view, side_ratio
 
 Box = tuple[int, int, int, int]
@@ -64,16 +66,11 @@ def screen(targets: Sequence[Sequence[float]], original_size: tuple[int, int], v
 
 def interpolated_reader(curve: dict[float, float], chance: float) -> Callable[[float], float]:
     """A reader's accuracy at any ratio from its curve at some ratios (linear in log ratio; chance past the last)."""
-    points = sorted(curve.items())
+    ratios = sorted(curve)
+    logs, accuracies = np.log(ratios), [curve[r] for r in ratios]
 
     def read(ratio: float) -> float:
-        if ratio <= points[0][0]:
-            return points[0][1]
-        for (r0, a0), (r1, a1) in zip(points, points[1:]):
-            if ratio <= r1:
-                w = (math.log(ratio) - math.log(r0)) / (math.log(r1) - math.log(r0))
-                return a0 + w * (a1 - a0)
-        return chance
+        return float(np.interp(math.log(ratio), logs, accuracies, right=chance))
 
     return read
 
