@@ -8,6 +8,10 @@ Each sample is a V*-like multiple-choice question about something small:
 * ``relative_position``: is one small magenta shape left or right of the other;
 * ``checker_half``: which half of the black frame holds the fine checkered pattern.
 
+With ``frame_colours`` the frame takes a named colour ("inside the small red frame"), and with
+``candidates`` > 1 several framed targets share the canvas, each with its own value: the
+question's colour word is then the only way to tell which one to read.
+
 Everything is generated from ``(seed, index)``, so sample ``i`` is the same on
 every machine, and images are rendered only when an episode asks for them.
 
@@ -92,7 +96,18 @@ GLYPHS: dict[str, tuple[str, ...]] = {
 
 SHAPES = ("circle", "triangle", "square", "diamond", "cross", "bar")
 FRAME_COLOR = (0, 0, 0)
+# Named frame colours for tasks whose question names its frame among several (``frame_colours``).
+# Saturated values that the clutter of such a task keeps clear of (see ``_draw_clutter``).
+FRAME_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (40, 60, 220),
+    "yellow": (240, 220, 30),
+    "orange": (245, 140, 20),
+    "purple": (140, 40, 170),
+}
 PAIR_COLOR = (255, 0, 255)  # the two objects of a relative-position question
+CLUTTER_SPREAD = 50  # with named frames, the most a clutter colour's channels differ (every named colour spreads 130 or more)
 GLYPH_COLOR = (20, 20, 120)
 SHAPE_COLOR = (150, 20, 20)
 
@@ -108,6 +123,18 @@ class _Layout:
     clutter_seed: int
     background: tuple[int, int, int]
     pair: str = ""  # checker_half: the checker's colour pair
+    frame: str = "black"  # the asked target's frame colour, a name in FRAME_COLOURS or "black"
+    decoys: tuple["_Decoy", ...] = ()  # the other framed candidates (``candidates`` > 1)
+
+
+@dataclass(frozen=True)
+class _Decoy:
+    """A framed candidate the question does not ask about: same kind, its own frame colour and value."""
+
+    box: tuple[int, int, int, int]
+    frame: str
+    value: str
+    pair: str = ""
 
 
 class SyntheticTask(Sequence[Sample]):
@@ -141,6 +168,16 @@ class SyntheticTask(Sequence[Sample]):
             ``pattern_amplitude`` the two must sum to at most 127, so that no pixel is clipped:
             clipping would make the checker's noise weaker than the plain gray's, which shows at
             every scale.
+        frame_width: thickness of a target's frame, original pixels (default: ``grid``). The pattern
+            fills the inside, so a wider frame leaves it less room.
+        frame_colours: if given, names from ``FRAME_COLOURS``: each framed candidate gets a distinct
+            one of them, and the question names the asked target's ("inside the small red
+            frame") instead of "black". The clutter is then muted (``CLUTTER_SPREAD``), so the
+            named colours are the only saturated ones.
+        candidates: framed candidates on each canvas (attribute questions only; needs
+            ``frame_colours`` when above 1). The question asks about the first; the others carry
+            their own values, so reading the wrong frame answers at chance. ``target_boxes`` holds
+            the asked one only, ``metadata["decoy_boxes"]`` the others.
     """
 
     def __init__(
@@ -162,6 +199,9 @@ class SyntheticTask(Sequence[Sample]):
         target_sizes: Sequence[int] = (),
         pattern_amplitude: Optional[int] = None,
         pattern_noise: float = 0.0,
+        frame_width: Optional[int] = None,
+        frame_colours: Sequence[str] = (),
+        candidates: int = 1,
     ) -> None:
         width, height = (canvas_size, canvas_size) if isinstance(canvas_size, int) else tuple(canvas_size)
         if min(width, height) < 256:
@@ -188,6 +228,17 @@ class SyntheticTask(Sequence[Sample]):
             raise ValueError("grid and checker_square must be >= 1")
         if cells < 0 or (cells and min(width, height) // cells < target_size + 2 * grid):
             raise ValueError(f"cells must be 0 or small enough that a cell holds the {target_size}-pixel target, got {cells}")
+        frame_width = int(grid if frame_width is None else frame_width)
+        if not 1 <= frame_width <= min(sizes) // 4:
+            raise ValueError(f"frame_width must be between 1 and a quarter of the smallest target side ({min(sizes) // 4}), got {frame_width}")
+        unknown_colours = sorted(set(frame_colours) - set(FRAME_COLOURS))
+        if unknown_colours or len(set(frame_colours)) != len(tuple(frame_colours)):
+            raise ValueError(f"frame_colours must be distinct names from {tuple(FRAME_COLOURS)}, got {list(frame_colours)}")
+        if candidates < 1 or (candidates > 1 and (len(frame_colours) < candidates or cells or "relative_position" in question_types)):
+            raise ValueError(
+                f"candidates must be >= 1; more than one needs at least as many frame_colours ({len(tuple(frame_colours))} given), "
+                f"cells=0 and no relative_position questions, got candidates={candidates}"
+            )
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.canvas_size = (int(width), int(height))
@@ -204,6 +255,9 @@ class SyntheticTask(Sequence[Sample]):
         self.num_choices = int(num_choices)
         self.cells = int(cells)
         self.shuffle_choices = bool(shuffle_choices)
+        self.frame_width = frame_width
+        self.frame_colours = tuple(str(c) for c in frame_colours)
+        self.candidates = int(candidates)
 
     # -------------------------------------------------------------- sequence
     def __len__(self) -> int:
@@ -222,7 +276,12 @@ class SyntheticTask(Sequence[Sample]):
             choices=choices,
             target_boxes=tuple(tuple(float(v) for v in b) for b in layout.boxes),  # type: ignore[misc]
             category=layout.kind,
-            metadata={"attribute": layout.answer_value, "canvas_size": self.canvas_size},
+            metadata={
+                "attribute": layout.answer_value,
+                "canvas_size": self.canvas_size,
+                **({"frame": layout.frame} if self.frame_colours else {}),
+                **({"decoy_boxes": tuple(tuple(float(v) for v in d.box) for d in layout.decoys)} if layout.decoys else {}),
+            },
         )
 
     def index_of(self, sample_id: str) -> int:
@@ -275,10 +334,29 @@ class SyntheticTask(Sequence[Sample]):
             boxes = (left, right) if answer == "left" else (right, left)  # boxes[0] holds `first`
             return _Layout(kind, answer, (first, other), (boxes[0], boxes[1]), int(rng.integers(2**31)), background)  # type: ignore[arg-type]
         x, y = self._cell_spot(rng, side) if self.cells else self._free_spot(rng, (side, side), [])
+        value, pair = self._attribute(kind, rng)
+        box = (x, y, x + side, y + side)
+        clutter_seed = int(rng.integers(2**31))
+        if not self.frame_colours:  # the black frame: nothing more is drawn, so earlier samples stay the same
+            return _Layout(kind, value, (), (box,), clutter_seed, background, pair)
+        # From a child stream: the parent's draws (this target, then its question's options) stay
+        # those of the black-frame task with the same seed.
+        rng = rng.spawn(1)[0]
+        frames = [str(c) for c in rng.choice(self.frame_colours, size=self.candidates, replace=False)]
+        decoys, taken = [], [box]
+        for frame in frames[1:]:
+            decoy_side = self.target_sizes[int(rng.integers(len(self.target_sizes)))]
+            dx, dy = self._free_spot(rng, (decoy_side, decoy_side), taken)
+            taken.append((dx, dy, dx + decoy_side, dy + decoy_side))
+            decoys.append(_Decoy(taken[-1], frame, *self._attribute(kind, rng)))
+        return _Layout(kind, value, (), (box,), clutter_seed, background, pair, frames[0], tuple(decoys))
+
+    def _attribute(self, kind: str, rng: np.random.Generator) -> tuple[str, str]:
+        """A target's value, and for ``checker_half`` its checker's colour pair."""
         values = _ATTRIBUTE_VALUES[kind]
         value = str(values[int(rng.integers(len(values)))])
         pair = str(list(COLOUR_PAIRS)[int(rng.integers(len(COLOUR_PAIRS)))]) if kind == "checker_half" else ""
-        return _Layout(kind, value, (), ((x, y, x + side, y + side),), int(rng.integers(2**31)), background, pair)  # type: ignore[arg-type]
+        return value, pair
 
     def _question(self, layout: _Layout, rng: np.random.Generator) -> tuple[str, tuple[str, ...], str]:
         if layout.kind == "relative_position":
@@ -295,11 +373,11 @@ class SyntheticTask(Sequence[Sample]):
         else:
             choices.sort(key=pool.index)
         question = {
-            "colour": "Which two colours make up the fine checkered pattern inside the small black frame?",
-            "glyph": "Which letter is written inside the small black frame?",
-            "shape": "Which shape is drawn inside the small black frame?",
-            "checker_half": "Which half of the small black frame holds the fine checkered pattern?",
-        }[layout.kind]
+            "colour": "Which two colours make up the fine checkered pattern inside the small {frame} frame?",
+            "glyph": "Which letter is written inside the small {frame} frame?",
+            "shape": "Which shape is drawn inside the small {frame} frame?",
+            "checker_half": "Which half of the small {frame} frame holds the fine checkered pattern?",
+        }[layout.kind].format(frame=layout.frame)
         return question, tuple(choices), string.ascii_uppercase[choices.index(layout.answer_value)]
 
     # -------------------------------------------------------------- describe
@@ -361,37 +439,43 @@ class _Renderer:
 
 
 def render_layout(task: SyntheticTask, layout: _Layout) -> Image.Image:
-    """Draw one sample: background, clutter, then the target(s)."""
+    """Draw one sample: background, clutter, then the target(s) and any framed decoys."""
     width, height = task.canvas_size
     image = Image.new("RGB", (width, height), layout.background)
     draw = ImageDraw.Draw(image)
     rng = np.random.default_rng(layout.clutter_seed)
-    keep_out = [(b[0] - task.target_size, b[1] - task.target_size, b[2] + task.target_size, b[3] + task.target_size) for b in layout.boxes]
+    margin = task.target_size
+    keep_out = [(b[0] - margin, b[1] - margin, b[2] + margin, b[3] + margin) for b in (*layout.boxes, *(d.box for d in layout.decoys))]
     _draw_clutter(task, draw, rng, keep_out)
     if layout.kind == "relative_position":
         for box, shape in zip(layout.boxes, layout.shapes):
             draw_shape(draw, _center(box), task.shape_size, shape, PAIR_COLOR)
         return image
-    box = layout.boxes[0]
-    _draw_frame(draw, box, task.grid)
-    inner = (box[0] + task.grid, box[1] + task.grid, box[2] - task.grid, box[3] - task.grid)
-    if layout.kind in ("colour", "checker_half"):
-        _draw_pattern(task, image, layout, inner)
-    elif layout.kind == "glyph":
+    _draw_target(task, image, layout.boxes[0], layout.frame, layout.kind, layout.answer_value, layout.pair, [layout.clutter_seed, 1])
+    for k, decoy in enumerate(layout.decoys):
+        _draw_target(task, image, decoy.box, decoy.frame, layout.kind, decoy.value, decoy.pair, [layout.clutter_seed, 1, k + 1])
+    return image
+
+
+def _draw_target(task: SyntheticTask, image: Image.Image, box: Sequence[int], frame: str, kind: str, value: str, pair: str, noise_seed: list[int]) -> None:
+    """One framed target: the frame, then its inside (pattern, letter or shape)."""
+    draw = ImageDraw.Draw(image)
+    colour = FRAME_COLOR if frame == "black" else FRAME_COLOURS[frame]
+    width = task.frame_width
+    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=colour, width=width)
+    inner = (box[0] + width, box[1] + width, box[2] - width, box[3] - width)
+    if kind in ("colour", "checker_half"):
+        _draw_pattern(task, image, kind, value, pair, inner, noise_seed)
+    elif kind == "glyph":
         draw.rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(255, 255, 255))
-        _draw_glyph(draw, _center(box), GLYPHS[layout.answer_value], task.glyph_cell, GLYPH_COLOR)
+        _draw_glyph(draw, _center(box), GLYPHS[value], task.glyph_cell, GLYPH_COLOR)
     else:
         draw.rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(255, 255, 255))
-        draw_shape(draw, _center(box), task.shape_size, layout.answer_value, SHAPE_COLOR)
-    return image
+        draw_shape(draw, _center(box), task.shape_size, value, SHAPE_COLOR)
 
 
 def _center(box: Sequence[int]) -> tuple[float, float]:
     return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-
-
-def _draw_frame(draw: ImageDraw.ImageDraw, box: Sequence[int], thickness: int) -> None:
-    draw.rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=FRAME_COLOR, width=thickness)
 
 
 def pattern_colours(task: SyntheticTask, pair: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -410,17 +494,17 @@ def checker_half_box(inner: Sequence[int], half: str) -> tuple[int, int, int, in
     return {"top": (x1, y1, x2, my), "bottom": (x1, my, x2, y2), "left": (x1, y1, mx, y2), "right": (mx, y1, x2, y2)}[half]
 
 
-def _draw_pattern(task: SyntheticTask, image: Image.Image, layout: _Layout, inner: Sequence[int]) -> None:
+def _draw_pattern(task: SyntheticTask, image: Image.Image, kind: str, value: str, pair: str, inner: Sequence[int], noise_seed: list[int]) -> None:
     """The checker (all of the inside, or one half on plain gray), then the inside's noise."""
-    if layout.kind == "colour":
-        _draw_checker(image, inner, pattern_colours(task, layout.answer_value), task.checker_square)
+    if kind == "colour":
+        _draw_checker(image, inner, pattern_colours(task, value), task.checker_square)
     else:
         ImageDraw.Draw(image).rectangle([inner[0], inner[1], inner[2] - 1, inner[3] - 1], fill=(PATTERN_GRAY,) * 3)
-        _draw_checker(image, checker_half_box(inner, layout.answer_value), pattern_colours(task, layout.pair), task.checker_square)
+        _draw_checker(image, checker_half_box(inner, value), pattern_colours(task, pair), task.checker_square)
     if task.pattern_noise > 0:
         x1, y1, x2, y2 = (int(v) for v in inner)
         region = np.asarray(image.crop((x1, y1, x2, y2)), dtype=np.float32)
-        noise = np.random.default_rng([layout.clutter_seed, 1]).uniform(-task.pattern_noise, task.pattern_noise, region.shape)
+        noise = np.random.default_rng(noise_seed).uniform(-task.pattern_noise, task.pattern_noise, region.shape)
         image.paste(Image.fromarray(np.clip(np.rint(region + noise), 0, 255).astype(np.uint8), "RGB"), (x1, y1))
 
 
@@ -476,8 +560,13 @@ def _draw_clutter(task: SyntheticTask, draw: ImageDraw.ImageDraw, rng: np.random
         box = (x, y, x + size, y + size)
         if any(overlaps(box, zone, 0) for zone in keep_out):
             continue
-        # Never black (the frame's colour) nor magenta (the relative-position pair).
-        color = tuple(int(v) for v in rng.integers(40, 230, size=3))
+        # Never black (the frame's colour) nor magenta (the relative-position pair). With named frames,
+        # muted: a gray level plus small per-channel offsets, so no clutter reads as a named colour.
+        if task.frame_colours:
+            level = int(rng.integers(50, 211))
+            color = tuple(int(level + v) for v in rng.integers(-CLUTTER_SPREAD // 2, CLUTTER_SPREAD // 2 + 1, size=3))
+        else:
+            color = tuple(int(v) for v in rng.integers(40, 230, size=3))
         if kind < 0.3:
             draw.rectangle([x, y, x + size - 1, y + size - 1], fill=color)
         elif kind < 0.5:

@@ -213,3 +213,104 @@ def test_checker_half_questions_name_the_half():
         assert sample.choices["ABCD".index(sample.answer)] == sample.metadata["attribute"]
         halves[sample.metadata["attribute"]] += 1
     assert len(halves) == 4
+
+
+# ---------------------------- named frames: several framed candidates, the question names one by colour
+NAMED_TASK = dict(NOISY_TASK, canvas_size=2240, pattern_amplitude=32, frame_width=20, frame_colours=("red", "green", "blue", "yellow"), candidates=3)
+
+
+def _ring(image, box, width):
+    """The pixels of a frame of ``width`` around ``box``: its four bands, flattened."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    a = np.asarray(image, dtype=int)
+    return np.concatenate([a[y1:y1 + width, x1:x2].reshape(-1, 3), a[y2 - width:y2, x1:x2].reshape(-1, 3), a[y1:y2, x1:x1 + width].reshape(-1, 3), a[y1:y2, x2 - width:x2].reshape(-1, 3)])
+
+
+@settings(max_examples=15, deadline=None)
+@given(index=st.integers(0, 199), seed=st.integers(0, 3))
+def test_each_candidate_has_its_own_named_frame_and_the_question_names_the_asked_one(index, seed):
+    from mgpo_datasets.synthetic import FRAME_COLOURS
+
+    task = SyntheticTask(200, seed=seed, **NAMED_TASK)
+    sample = task[index]
+    frame = sample.metadata["frame"]
+    assert f"inside the small {frame} frame" in sample.question or f"half of the small {frame} frame" in sample.question
+    decoys = sample.metadata["decoy_boxes"]
+    assert len(sample.target_boxes) == 1 and len(decoys) == 2
+    image = sample.image()
+    colours = []
+    for box in (sample.target_boxes[0], *decoys):
+        ring = {tuple(c) for c in _ring(image, box, 20)}
+        assert len(ring) == 1  # one solid frame colour, drawn over nothing else
+        colours.append(next(iter(ring)))
+        x1, y1, x2, y2 = box
+        assert x2 - x1 in (224, 288) and 0 <= x1 and x2 <= 2240 and 0 <= y1 and y2 <= 2240
+    assert colours[0] == FRAME_COLOURS[frame] and len(set(colours)) == 3
+    assert {c for c in colours} <= set(FRAME_COLOURS.values())
+    boxes = [sample.target_boxes[0], *decoys]
+    for i in range(3):
+        for j in range(i + 1, 3):  # candidates keep a target's side apart, so a tight crop holds one
+            a, b = boxes[i], boxes[j]
+            assert a[2] + 288 <= b[0] or b[2] + 288 <= a[0] or a[3] + 288 <= b[1] or b[3] + 288 <= a[1]
+
+
+def test_with_named_frames_the_clutter_is_muted_and_only_the_frames_are_saturated():
+    from mgpo_datasets.synthetic import CLUTTER_SPREAD, FRAME_COLOURS
+
+    named_spread = min(max(c) - min(c) for c in FRAME_COLOURS.values())
+    assert named_spread >= 130 > 66 >= CLUTTER_SPREAD  # 66: the widest background (channels 170-236)
+    task = SyntheticTask(6, seed=1, **{**NAMED_TASK, "clutter": 80})
+    for i in range(6):
+        sample = task[i]
+        pixels = np.asarray(sample.image(), dtype=int).copy()
+        for x1, y1, x2, y2 in (sample.target_boxes[0], *sample.metadata["decoy_boxes"]):
+            pixels[int(y1):int(y2), int(x1):int(x2)] = -1000  # the candidates themselves
+        rest = pixels.reshape(-1, 3)
+        clutter = rest[(rest[:, 0] >= 0) & (rest != np.array(sample.image.layout.background)).any(axis=1)]
+        assert len(clutter) > 10_000  # 80 clutter objects, some of them large
+        assert (clutter.max(axis=1) - clutter.min(axis=1)).max() <= CLUTTER_SPREAD
+
+
+def test_one_named_frame_keeps_the_target_and_options_of_the_black_frame_task():
+    black = SyntheticTask(20, seed=2, **NOISY_TASK, pattern_amplitude=32)
+    named = SyntheticTask(20, seed=2, **NOISY_TASK, pattern_amplitude=32, frame_colours=("red", "blue"))
+    for i in range(20):
+        a, b = black[i], named[i]
+        assert (a.target_boxes, a.choices, a.answer) == (b.target_boxes, b.choices, b.answer)
+        assert b.question == a.question.replace("black", b.metadata["frame"]) and "decoy_boxes" not in b.metadata
+
+
+def test_decoys_carry_their_own_values():
+    task = SyntheticTask(200, seed=0, **NAMED_TASK)
+    same = 0
+    for i in range(200):
+        layout = task[i].image.layout
+        same += sum(d.value == layout.answer_value for d in layout.decoys)
+    assert 0.15 < same / 400 < 0.35  # independent draws among four values agree a quarter of the time
+
+
+def test_a_wide_frame_leaves_the_pattern_the_inside():
+    task = SyntheticTask(10, seed=3, **{**NAMED_TASK, "question_types": ["colour"]})
+    sample = task[0]
+    x1, y1, x2, y2 = (int(v) for v in sample.target_boxes[0])
+    inside = np.asarray(sample.image(), dtype=int)[y1 + 20:y2 - 20, x1 + 20:x2 - 20]
+    assert len({tuple(c) for c in inside.reshape(-1, 3)}) == 2  # the two checker colours, no noise in NOISY_TASK
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"candidates": 2},  # no colours to name them by
+        {"candidates": 3, "frame_colours": ("red", "blue")},
+        {"frame_colours": ("red", "red")},
+        {"frame_colours": ("mauve",)},
+        {"frame_width": 57},  # over a quarter of the 224-pixel target
+        {"frame_width": 0},
+        {"candidates": 2, "frame_colours": ("red", "blue"), "cells": 2},
+        {"candidates": 2, "frame_colours": ("red", "blue"), "question_types": ["relative_position"]},
+        {"candidates": 0},
+    ],
+)
+def test_bad_frame_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SyntheticTask(4, **{**NOISY_TASK, **kwargs})
