@@ -97,7 +97,7 @@ GLYPHS: dict[str, tuple[str, ...]] = {
 SHAPES = ("circle", "triangle", "square", "diamond", "cross", "bar")
 FRAME_COLOR = (0, 0, 0)
 # Named frame colours for tasks whose question names its frame among several (``frame_colours``).
-# Saturated values that the clutter of such a task keeps clear of (see ``_draw_clutter``).
+# Saturated values that the clutter of such a task keeps clear of (see ``draw_clutter``).
 FRAME_COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -446,7 +446,7 @@ def render_layout(task: SyntheticTask, layout: _Layout) -> Image.Image:
     rng = np.random.default_rng(layout.clutter_seed)
     margin = task.target_size
     keep_out = [(b[0] - margin, b[1] - margin, b[2] + margin, b[3] + margin) for b in (*layout.boxes, *(d.box for d in layout.decoys))]
-    _draw_clutter(task, draw, rng, keep_out)
+    draw_clutter(task, draw, rng, keep_out)
     if layout.kind == "relative_position":
         for box, shape in zip(layout.boxes, layout.shapes):
             draw_shape(draw, _center(box), task.shape_size, shape, PAIR_COLOR)
@@ -546,8 +546,12 @@ def draw_shape(draw: ImageDraw.ImageDraw, center: tuple[float, float], size: int
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def _draw_clutter(task: SyntheticTask, draw: ImageDraw.ImageDraw, rng: np.random.Generator, keep_out: list[tuple[int, int, int, int]]) -> None:
-    """Solid distractors: large blobs, and small shapes and letters *without* a frame."""
+def draw_clutter(task: SyntheticTask, draw: ImageDraw.ImageDraw, rng: np.random.Generator, keep_out: list[tuple[int, int, int, int]]) -> None:
+    """Solid distractors: large blobs, and small shapes and letters *without* a frame.
+
+    ``task.clutter`` tries, each skipped where it would touch a ``keep_out`` box. Other datasets
+    that want canvases like a task's draw them with this too.
+    """
     width, height = task.canvas_size
     for _ in range(task.clutter):
         kind = rng.random()

@@ -32,18 +32,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mgpo_datasets.sample import Sample
-from mgpo_datasets.synthetic import draw_shape, generated_index, overlaps
+from mgpo_datasets.synthetic import FRAME_COLOURS, SyntheticTask, draw_clutter, draw_shape, generated_index, overlaps
 
-# Names and colours of the objects. None is black (the task's frame colour), and the
-# clutter below never uses these exact saturated values.
-NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (30, 170, 50),
-    "blue": (40, 60, 220),
-    "yellow": (240, 220, 30),
-    "orange": (245, 140, 20),
-    "purple": (140, 40, 170),
-}
+# Names and colours of the objects: the synthetic task's named frame colours. None is black (the
+# task's default frame colour), and the clutter below never uses these exact saturated values.
+NAMED_COLOURS: dict[str, tuple[int, int, int]] = FRAME_COLOURS
 NAMED_SHAPES = ("circle", "triangle", "square", "diamond", "cross")
 
 
@@ -161,6 +154,124 @@ class _GroundingRenderer:
         return f"<grounding image {self.task.canvas_size}px, {len(self.objects)} objects>"
 
 
+# Generic questions about one named solid shape; the reply to each is its box. None of them says
+# "frame", "checker" or "pattern": the words of the free-form task's questions about its target.
+GROUNDING_PHRASINGS = (
+    "Where is the {colour} {shape}?",
+    "What is drawn inside the small {colour} {shape}?",
+    "Which half of the {colour} {shape} is brighter?",
+    "Which two colours make up the small {colour} {shape}?",
+    "Is the {colour} {shape} in the top or the bottom half of the image?",
+    "How many corners does the small {colour} {shape} have?",
+    "Which letter is written on the {colour} {shape}?",
+    "What shape is the small {colour} object?",
+    "Which colour is the small {shape}?",
+    "What is next to the {colour} {shape}?",
+)
+
+
+class TaskCanvasGrounding(Sequence[Sample]):
+    """One named solid shape on a canvas drawn like a synthetic task's, asked about in varied words.
+
+    :class:`GroundingTask` draws its own few small clutter shapes; a model that learns to box
+    named objects there boxes nothing on the free-form task's canvases, which hold large blobs
+    and letters (probes, twelfth round). This dataset draws the background and clutter with the
+    task's own code and settings, then one shape in a named colour (``FRAME_COLOURS``), anywhere.
+    The task must have ``frame_colours`` set, so that its clutter is muted and the named colour
+    is the only saturated one. Nothing here is framed, patterned or black: the task's target and
+    its marker never appear.
+
+    Args:
+        num_samples: dataset size; sample ``i`` depends only on ``(seed, i)`` and the settings.
+        seed: the dataset seed.
+        task: :class:`SyntheticTask` keyword settings whose canvas and clutter to copy.
+        object_size: ``(smallest, largest)`` side of the named shape, original pixels.
+        phrasings: question templates with ``{colour}`` and ``{shape}``; one is drawn a sample.
+
+    Example:
+        >>> task = dict(canvas_size=1024, target_sizes=(96, 128), frame_colours=("red", "blue"), clutter=10)
+        >>> sample = TaskCanvasGrounding(3, seed=0, task=task, object_size=(60, 120))[0]
+        >>> sample.category, sample.answer.split()[0] in FRAME_COLOURS
+        ('grounding', True)
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        seed: int = 0,
+        *,
+        task: dict[str, Any],
+        object_size: tuple[int, int] = (120, 480),
+        phrasings: Sequence[str] = GROUNDING_PHRASINGS,
+    ) -> None:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.canvas_task = SyntheticTask(1, **{k: v for k, v in task.items() if k not in ("num_samples", "seed")})
+        if not self.canvas_task.frame_colours:
+            raise ValueError("the task must set frame_colours: without them its clutter is not muted and may look like a named object")
+        width, height = self.canvas_task.canvas_size
+        low, high = (int(v) for v in object_size)
+        if not 8 <= low <= high <= min(width, height) // 2:
+            raise ValueError(f"object_size must satisfy 8 <= smallest <= largest <= half the canvas, got {object_size}")
+        if not phrasings or any("{colour}" not in p and "{shape}" not in p for p in phrasings):
+            raise ValueError("phrasings must be non-empty, and each must name the object by {colour} or {shape}")
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.object_size = (low, high)
+        self.phrasings = tuple(phrasings)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        index = generated_index(self, index)
+        rng = np.random.default_rng([self.seed, index, 13])
+        colour = str(rng.choice(list(FRAME_COLOURS)))
+        shape = str(rng.choice(NAMED_SHAPES))
+        size = int(rng.integers(self.object_size[0], self.object_size[1] + 1))
+        width, height = self.canvas_task.canvas_size
+        x, y = int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
+        background = tuple(int(v) for v in rng.integers(170, 236, size=3))
+        question = self.phrasings[int(rng.integers(len(self.phrasings)))].format(colour=colour, shape=shape)
+        drawn = _Object(colour, shape, (x, y, x + size, y + size))
+        box = shape_extent(drawn)
+        return Sample(
+            sample_id=f"task-canvas-grounding-{self.seed}-{index}",
+            image=_TaskCanvasRenderer(self.canvas_task, drawn, background, int(rng.integers(2**31))),  # type: ignore[arg-type]
+            question=question,
+            answer=f"{colour} {shape}",
+            choices=(),
+            target_boxes=(tuple(float(v) for v in box),),  # type: ignore[arg-type]
+            category="grounding",
+        )
+
+
+def shape_extent(o: _Object) -> tuple[int, int, int, int]:
+    """The box ``draw_shape`` fills for an object drawn in ``o.box`` (a square fills the middle 80%)."""
+    x1, y1, x2, y2 = o.box
+    if o.shape != "square":
+        return o.box
+    margin = round((x2 - x1) * 0.1)
+    return x1 + margin, y1 + margin, x2 - margin, y2 - margin
+
+
+class _TaskCanvasRenderer:
+    def __init__(self, task: SyntheticTask, drawn: _Object, background: tuple[int, int, int], clutter_seed: int) -> None:
+        self.task, self.drawn, self.background, self.clutter_seed = task, drawn, background, clutter_seed
+
+    def __call__(self) -> Image.Image:
+        image = Image.new("RGB", self.task.canvas_size, self.background)
+        draw = ImageDraw.Draw(image)
+        x1, y1, x2, y2 = self.drawn.box
+        margin = self.task.target_size
+        draw_clutter(self.task, draw, np.random.default_rng(self.clutter_seed), [(x1 - margin, y1 - margin, x2 + margin, y2 + margin)])
+        draw_shape(draw, ((x1 + x2) / 2, (y1 + y2) / 2), x2 - x1, self.drawn.shape, FRAME_COLOURS[self.drawn.colour])
+        return image
+
+    def __repr__(self) -> str:
+        return f"<task-canvas grounding image {self.task.canvas_size}, a {self.drawn.colour} {self.drawn.shape}>"
+
+
 def load_grounding(argument: str = "", **kwargs: Any) -> GroundingTask:
     """The ``"grounding"`` dataset spec: ``GroundingTask(**dataset_kwargs)``."""
     if argument:
@@ -168,5 +279,5 @@ def load_grounding(argument: str = "", **kwargs: Any) -> GroundingTask:
     return GroundingTask(**kwargs)
 
 
-__all__ = ["GroundingTask", "NAMED_COLOURS", "NAMED_SHAPES", "load_grounding"]
+__all__ = ["GROUNDING_PHRASINGS", "GroundingTask", "NAMED_COLOURS", "NAMED_SHAPES", "TaskCanvasGrounding", "load_grounding", "shape_extent"]
 

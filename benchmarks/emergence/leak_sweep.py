@@ -139,7 +139,7 @@ def sweep_question_type(task_kwargs: dict[str, Any], question_type: str, setting
     total = settings.train_samples + settings.test_samples
     task = SyntheticTask(total, seed=settings.seed, question_types=[question_type], **kwargs)
     rng = np.random.default_rng([settings.seed, len(question_type)])
-    inset = task.grid + 1
+    inset = task.frame_width + 1  # the inside of the frame, whatever its width
     columns: dict[str, list[np.ndarray]] = {f"{r:g}": [] for r in settings.ratios}
     columns.update({name: [] for name in settings.view_budgets})
     labels: list[str] = []

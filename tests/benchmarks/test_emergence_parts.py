@@ -4,12 +4,14 @@ generic grounding data, the position-coded image processor, and forced replies."
 import gymnasium as gym
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import emergence  # noqa: F401  (registers the "grounding" dataset)
 import mgpo_env  # noqa: F401
 from emergence.forced_replies import ForcedReplies
-from emergence.grounding_task import NAMED_COLOURS, GroundingTask
+from emergence.grounding_task import GROUNDING_PHRASINGS, NAMED_COLOURS, GroundingTask, TaskCanvasGrounding
 from emergence.position_code import PositionCodedImageProcessor, load_task_processor, position_code_features
 from mgpo_agents.qwen_processor import load_model, load_processor
 from mgpo_agents.rollout import RolloutEngine
@@ -48,6 +50,38 @@ def test_grounding_is_deterministic_and_validated():
     env = gym.make("mgpo/HighResVQA-v0", dataset="grounding", dataset_kwargs={"num_samples": 2, "canvas_size": 896})
     _, info = env.reset(options={"index": 0})
     assert info["category"] == "grounding" and info["target_box"] is not None
+
+
+CANVAS_TASK = dict(canvas_size=1120, target_sizes=(112, 144), frame_colours=("red", "blue"), clutter=20)
+
+
+@settings(max_examples=12, deadline=None)
+@given(index=st.integers(0, 99), seed=st.integers(0, 3))
+def test_task_canvas_grounding_boxes_the_only_saturated_object_tightly(index, seed):
+    sample = TaskCanvasGrounding(100, seed=seed, task=CANVAS_TASK, object_size=(60, 200))[index]
+    colour, shape = sample.answer.split()
+    assert sample.question in {p.format(colour=colour, shape=shape) for p in GROUNDING_PHRASINGS}
+    image = np.asarray(sample.image(), dtype=int)
+    ys, xs = np.nonzero((image == np.array(NAMED_COLOURS[colour])).all(axis=2))
+    x1, y1, x2, y2 = sample.target_boxes[0]
+    # PIL fills the shape's last row and column too, so the drawn pixels reach one past the box.
+    assert abs(xs.min() - x1) <= 1 and abs(ys.min() - y1) <= 1 and abs(xs.max() + 1 - x2) <= 1 and abs(ys.max() + 1 - y2) <= 1
+    spread = image.max(axis=2) - image.min(axis=2)
+    ys, xs = np.nonzero(spread >= 100)  # saturated pixels: the named shape's only (every named colour spreads 130+)
+    assert xs.min() >= x1 - 1 and xs.max() <= x2 and ys.min() >= y1 - 1 and ys.max() <= y2
+    assert not (image == 0).all(axis=2).any()
+
+
+def test_task_canvas_grounding_is_deterministic_and_validated():
+    a, b = TaskCanvasGrounding(3, seed=5, task=CANVAS_TASK), TaskCanvasGrounding(3, seed=5, task=CANVAS_TASK)
+    assert a[2].question == b[2].question and np.array_equal(np.asarray(a[2].image()), np.asarray(b[2].image()))
+    assert not any(word in p for p in GROUNDING_PHRASINGS for word in ("frame", "checker", "pattern"))
+    with pytest.raises(ValueError, match="frame_colours"):
+        TaskCanvasGrounding(3, task={**CANVAS_TASK, "frame_colours": ()})
+    with pytest.raises(ValueError, match="object_size"):
+        TaskCanvasGrounding(3, task=CANVAS_TASK, object_size=(60, 700))
+    with pytest.raises(ValueError, match="phrasings"):
+        TaskCanvasGrounding(3, task=CANVAS_TASK, phrasings=("Where is it?",))
 
 
 # -------------------------------------------------------------- position-coded processor
