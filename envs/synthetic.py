@@ -110,6 +110,7 @@ PAIR_COLOR = (255, 0, 255)  # the two objects of a relative-position question
 CLUTTER_SPREAD = 50  # with named frames, the most a clutter colour's channels differ (every named colour spreads 130 or more)
 GLYPH_COLOR = (20, 20, 120)
 SHAPE_COLOR = (150, 20, 20)
+SQUARE_MARGIN = 0.1  # a "square" shape fills its drawing box less this share of the side at each edge
 
 
 @dataclass(frozen=True)
@@ -320,7 +321,7 @@ class SyntheticTask(Sequence[Sample]):
 
     def _layout(self, rng: np.random.Generator) -> _Layout:
         kind = self.question_types[int(rng.integers(len(self.question_types)))]
-        background = tuple(int(v) for v in rng.integers(170, 236, size=3))
+        background = canvas_background(rng)
         # One size draws nothing, so the samples of a one-size task are those of earlier versions.
         side = self.target_sizes[int(rng.integers(len(self.target_sizes)))] if len(self.target_sizes) > 1 else self.target_sizes[0]
         if kind == "relative_position":
@@ -531,7 +532,8 @@ def draw_shape(draw: ImageDraw.ImageDraw, center: tuple[float, float], size: int
     if shape == "circle":
         draw.ellipse([cx - h, cy - h, cx + h, cy + h], fill=color)
     elif shape == "square":
-        draw.rectangle([cx - h * 0.8, cy - h * 0.8, cx + h * 0.8, cy + h * 0.8], fill=color)
+        f = 1 - 2 * SQUARE_MARGIN
+        draw.rectangle([cx - h * f, cy - h * f, cx + h * f, cy + h * f], fill=color)
     elif shape == "triangle":
         draw.polygon([(cx, cy - h), (cx + h, cy + h), (cx - h, cy + h)], fill=color)
     elif shape == "diamond":
@@ -544,6 +546,20 @@ def draw_shape(draw: ImageDraw.ImageDraw, center: tuple[float, float], size: int
         draw.rectangle([cx - h, cy - size / 8, cx + h, cy + size / 8], fill=color)
     else:
         raise ValueError(f"unknown shape {shape!r}")
+
+
+def shape_box(box: Sequence[int], shape: str) -> tuple[int, int, int, int]:
+    """The box :func:`draw_shape` fills when it draws ``shape`` in the square ``box`` (a square fills less)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    if shape != "square":
+        return x1, y1, x2, y2
+    margin = round((x2 - x1) * SQUARE_MARGIN)
+    return x1 + margin, y1 + margin, x2 - margin, y2 - margin
+
+
+def canvas_background(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A canvas's plain background colour: each channel 170-235 (pale, never a named or clutter colour)."""
+    return tuple(int(v) for v in rng.integers(170, 236, size=3))  # type: ignore[return-value]
 
 
 def draw_clutter(task: SyntheticTask, draw: ImageDraw.ImageDraw, rng: np.random.Generator, keep_out: list[tuple[int, int, int, int]]) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mgpo_datasets.sample import Sample
-from mgpo_datasets.synthetic import FRAME_COLOURS, SyntheticTask, draw_clutter, draw_shape, generated_index, overlaps
+from mgpo_datasets.synthetic import FRAME_COLOURS, SyntheticTask, canvas_background, draw_clutter, draw_shape, generated_index, overlaps, shape_box
 
 # Names and colours of the objects: the synthetic task's named frame colours. None is black (the
 # task's default frame colour), and the clutter below never uses these exact saturated values.
@@ -125,7 +125,7 @@ class GroundingTask(Sequence[Sample]):
             x = col * side + int(rng.integers(4, side - size - 4 + 1))
             y = row * side + int(rng.integers(4, side - size - 4 + 1))
             objects.append(_Object(str(colour), str(shape), (x, y, x + size, y + size)))
-        background = tuple(int(v) for v in rng.integers(170, 236, size=3))
+        background = canvas_background(rng)
         return objects, background, int(rng.integers(2**31))  # type: ignore[return-value]
 
 
@@ -231,10 +231,10 @@ class TaskCanvasGrounding(Sequence[Sample]):
         size = int(rng.integers(self.object_size[0], self.object_size[1] + 1))
         width, height = self.canvas_task.canvas_size
         x, y = int(rng.integers(0, width - size + 1)), int(rng.integers(0, height - size + 1))
-        background = tuple(int(v) for v in rng.integers(170, 236, size=3))
+        background = canvas_background(rng)
         question = self.phrasings[int(rng.integers(len(self.phrasings)))].format(colour=colour, shape=shape)
         drawn = _Object(colour, shape, (x, y, x + size, y + size))
-        box = shape_extent(drawn)
+        box = shape_box(drawn.box, shape)
         return Sample(
             sample_id=f"task-canvas-grounding-{self.seed}-{index}",
             image=_TaskCanvasRenderer(self.canvas_task, drawn, background, int(rng.integers(2**31))),  # type: ignore[arg-type]
@@ -244,15 +244,6 @@ class TaskCanvasGrounding(Sequence[Sample]):
             target_boxes=(tuple(float(v) for v in box),),  # type: ignore[arg-type]
             category="grounding",
         )
-
-
-def shape_extent(o: _Object) -> tuple[int, int, int, int]:
-    """The box ``draw_shape`` fills for an object drawn in ``o.box`` (a square fills the middle 80%)."""
-    x1, y1, x2, y2 = o.box
-    if o.shape != "square":
-        return o.box
-    margin = round((x2 - x1) * 0.1)
-    return x1 + margin, y1 + margin, x2 - margin, y2 - margin
 
 
 class _TaskCanvasRenderer:
@@ -279,5 +270,5 @@ def load_grounding(argument: str = "", **kwargs: Any) -> GroundingTask:
     return GroundingTask(**kwargs)
 
 
-__all__ = ["GROUNDING_PHRASINGS", "GroundingTask", "NAMED_COLOURS", "NAMED_SHAPES", "TaskCanvasGrounding", "load_grounding", "shape_extent"]
+__all__ = ["GROUNDING_PHRASINGS", "GroundingTask", "NAMED_COLOURS", "NAMED_SHAPES", "TaskCanvasGrounding", "load_grounding"]
 
