@@ -33,7 +33,7 @@ from mgpo_env.cropping import crop_original
 from mgpo_env.image_budget import ImageBudget
 from mgpo_env.scripted_turn import box_reply
 
-RATIOS = (1.1, 1.25, 1.3, 1.4, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+RATIOS = (1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
 
 
 @dataclass

@@ -32,7 +32,8 @@ def test_the_clean_level_shows_a_louder_checker_inside_the_same_target():
     clean, task = level_task(0, 1, seed=7)[0], level_task(len(READING_LEVELS) - 1, 1, seed=7)[0]
     assert clean.target_boxes == task.target_boxes and clean.answer == task.answer
     x1, y1, x2, y2 = (int(v) for v in clean.target_boxes[0])
-    inside = lambda s: np.asarray(decode_image(s.image), dtype=float)[y1 + 8 : y2 - 8, x1 + 8 : x2 - 8]
+    inset = FREEFORM_TASK["frame_width"] + 2  # inside the frame
+    inside = lambda s: np.asarray(decode_image(s.image), dtype=float)[y1 + inset : y2 - inset, x1 + inset : x2 - inset]
     # the clean level has no noise: neighbouring pixels differ only where the checker does
     assert np.abs(np.diff(inside(clean), axis=1)).max() <= 2 * 96 + 1
     assert inside(task).std() > 0
