@@ -34,7 +34,6 @@ from typing import Any
 
 from mgpo_datasets.synthetic import FRAME_COLOURS
 
-VIEW = 224
 FREEFORM_TASK: dict[str, Any] = dict(
     canvas_size=2240,
     target_sizes=(256, 288),
