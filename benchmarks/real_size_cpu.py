@@ -277,7 +277,7 @@ def write_report(results: dict[str, Any], args: argparse.Namespace, path: Path) 
         f"Settings: compute dtype {args.dtype} (weights stored in bf16); eval: {args.eval_samples} questions, pixel budget",
         f"{args.eval_min_pixels}..{args.eval_max_pixels}, replies of at most {args.eval_max_new_tokens} tokens"
         + (f", synthetic task options {args.eval_dataset_kwargs}" if args.eval_dataset_kwargs else "")
-        + f"; training: LoRA rank 16, G = 2,",
+        + "; training: LoRA rank 16, G = 2,",
         f"one question a step, two turns, pixel budget {args.train_min_pixels}..{args.train_max_pixels}, replies of at most",
         f"{args.train_max_new_tokens} tokens, {args.train_prompts} prompts, micro-batch {args.micro_batch_size}, {args.threads} torch threads.",
         f"(Published pixel budget: {PUBLISHED_MIN_PIXELS}..{PUBLISHED_MAX_PIXELS}, i.e. 256..1280 visual tokens an image.)",
