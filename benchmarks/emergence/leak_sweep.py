@@ -33,6 +33,8 @@ from mgpo_env.cropping import crop_original
 from mgpo_env.image_budget import ImageBudget
 from mgpo_env.scripted_turn import box_reply
 
+from .freeform_task import EQUAL_TOKEN_VIEW_TOKENS, IMAGE_TOKENS, image_budget
+
 RATIOS = (1.1, 1.25, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
 
 
@@ -44,11 +46,11 @@ class SweepSettings:
     train_samples: int = 600
     test_samples: int = 300
     seed: int = 11  # dataset seed of the sweep's images: used by no other stage
-    crop_budget: ImageBudget = field(default_factory=lambda: ImageBudget(min_pixels=32 * 28 * 28, max_pixels=64 * 28 * 28))
+    crop_budget: ImageBudget = field(default_factory=image_budget)
     view_budgets: dict[str, ImageBudget] = field(
         default_factory=lambda: {
-            "view, 64 tokens": ImageBudget(min_pixels=32 * 28 * 28, max_pixels=64 * 28 * 28),
-            "view, 128 tokens": ImageBudget(min_pixels=32 * 28 * 28, max_pixels=128 * 28 * 28),
+            f"view, {IMAGE_TOKENS} tokens": image_budget(IMAGE_TOKENS),
+            f"view, {EQUAL_TOKEN_VIEW_TOKENS} tokens": image_budget(EQUAL_TOKEN_VIEW_TOKENS),
         }
     )
 

@@ -39,7 +39,9 @@ from .experiment import answer_text
 from .freeform_task import FREEFORM_TASK
 
 # (pattern_amplitude, pattern_noise) per level; the last is FREEFORM_TASK's own.
-READING_LEVELS: tuple[tuple[int, int], ...] = ((96, 0), (64, 48), (48, 72), (FREEFORM_TASK["pattern_amplitude"], FREEFORM_TASK["pattern_noise"]))
+READING_LEVELS: tuple[tuple[int, int], ...] = (
+    (96, 0), (64, 48), (40, 80), (24, 95), (FREEFORM_TASK["pattern_amplitude"], FREEFORM_TASK["pattern_noise"])
+)
 
 
 def level_task(level: int, num_samples: int, seed: int) -> SyntheticTask:

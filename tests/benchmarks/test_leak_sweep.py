@@ -69,15 +69,17 @@ def test_a_crop_reply_is_valid_and_holds_the_target(x, y, side, ratio, u, v):
 
 def test_the_vlm_sweep_forces_each_ratio_and_reports_per_question_type():
     """With a stand-in reader that is right exactly when the forced crop is tight, the curve is 1 then 0."""
-    from emergence.freeform_task import FREEFORM_TASK
+    from emergence.freeform_task import FREEFORM_TASK, image_budget
     from emergence.leak_sweep import vlm_sweep
     from mgpo_env.box_parser import parse_box
     from mgpo_env.geometry import view_to_original
 
+    view = image_budget().view_size((FREEFORM_TASK["canvas_size"],) * 2)  # the task's view: 308 pixels at 128 tokens
+
     def evaluate(model, processor, task, indices, forced_first):
         right = {}
         for i in indices:
-            box = view_to_original(parse_box(forced_first(i)).coords, (224, 224), task.canvas_size)
+            box = view_to_original(parse_box(forced_first(i)).coords, view, task.canvas_size)
             target = task[i].target_boxes[0]
             ratio = (box[2] - box[0]) / (target[2] - target[0])
             right.setdefault(task[i].category, []).append(ratio <= 1.6)
@@ -87,3 +89,17 @@ def test_the_vlm_sweep_forces_each_ratio_and_reports_per_question_type():
     assert set(curves) == {"colour", "checker_half"}
     for curve in curves.values():
         assert curve == {"1.2": 1.0, "4": 0.0}
+
+
+def test_the_committed_sweep_is_of_the_task_and_sets_the_hit_cap():
+    """benchmarks/results/emergence_leak_sweep.json was swept on FREEFORM_TASK, is clean, and HIT_CAP is its narrowest window."""
+    import json
+    from pathlib import Path
+
+    from emergence.freeform_task import EQUAL_TOKEN_VIEW_TOKENS, FREEFORM_TASK, HIT_CAP, IMAGE_TOKENS
+
+    data = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "emergence_leak_sweep.json").read_text())
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in FREEFORM_TASK.items()} == data["task"]
+    assert set(data["results"][0]["accuracy"]) >= {f"view, {IMAGE_TOKENS} tokens", f"view, {EQUAL_TOKEN_VIEW_TOKENS} tokens"}
+    assert all(r["loose_at_chance"] and r["views_at_chance"] for r in data["results"])
+    assert HIT_CAP == min(r["largest_ratio_read_at_0.9"] for r in data["results"])
