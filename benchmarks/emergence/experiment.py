@@ -55,6 +55,7 @@ import torch
 
 import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_env.geometry import contains
+from mgpo_env.image_budget import ImageBudget
 from mgpo_env.image_store import ImageStore
 
 from mgpo_agents.config import EMERGENCE_EVAL_SEED, EMERGENCE_TASK, EMERGENCE_TEMPLATES, EMERGENCE_TRAIN_SEED, PRESETS
@@ -100,15 +101,16 @@ RUN_THREADS = 1
 TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = EMERGENCE_TRAIN_SEED, EMERGENCE_EVAL_SEED, 2, 3
 
 
-def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStore] = None, **dataset_kwargs: Any) -> gym.Env:
-    """A HighResVQA-v0 environment with the miniature's budget, prompts and layout."""
+def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStore] = None, budget: Optional[ImageBudget] = None,
+             **dataset_kwargs: Any) -> gym.Env:
+    """A HighResVQA-v0 environment with the miniature's prompts and layout, at ``budget`` (the cell version's by default)."""
     return gym.make(
         "mgpo/HighResVQA-v0",
         dataset=dataset,
         dataset_kwargs=dataset_kwargs or None,
         protocol=protocol,
-        min_pixels=MIN_PIXELS,
-        max_pixels=MAX_PIXELS,
+        min_pixels=budget.min_pixels if budget else MIN_PIXELS,
+        max_pixels=budget.max_pixels if budget else MAX_PIXELS,
         box_frame="pixel",
         image_store=store or ImageStore(),
         **ENV_KWARGS,
@@ -229,7 +231,7 @@ def attribute_leak_check(layouts: int = 20) -> dict[str, float]:
     """
     from dataclasses import replace
 
-    from mgpo_env.image_budget import ImageBudget, resize_image
+    from mgpo_env.image_budget import resize_image
     from mgpo_datasets.synthetic import COLOUR_PAIRS, SyntheticTask, render_layout
 
     task = SyntheticTask(layouts, seed=EVAL_SEED + 200, **TASK_KWARGS)
@@ -1117,10 +1119,11 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep"],
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep", "freeform-base"],
                         help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs; "
                         "gates: a checkpoint's gate measurements and where its grounding boxes land; "
-                        "leak-sweep: what crops of each size reveal of the free-form task's attribute")
+                        "leak-sweep: what crops of each size reveal of the free-form task's attribute; "
+                        "freeform-base: base abilities for the free-form task from --checkpoint (resumes in --output)")
     parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
@@ -1130,6 +1133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--protocol", choices=list(METHODS), default="two_turn")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", type=str, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=RUN_THREADS, help="freeform-base: torch threads")
     parser.add_argument("--from-scratch", action="store_true", help="with 'all': retrain the supervised stages instead of using the committed checkpoint")
     args = parser.parse_args(argv)
 
@@ -1154,6 +1158,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .leak_sweep import markdown_table, run_leak_sweep
 
         print(markdown_table(run_leak_sweep(FREEFORM_TASK, args.output)))
+        return 0
+    if args.command == "freeform-base":  # base abilities for the free-form task (the start of its pipeline)
+        from .freeform_supervised import FreeformBaseSettings, train_freeform_base
+
+        base = FreeformBaseSettings(**({"steps": args.steps} if args.steps else {}), threads=args.threads)
+        train_freeform_base(args.output, checkpoint, base)
         return 0
     if args.command == "gates":
         print(json.dumps(measure_gates(checkpoint), indent=2))

@@ -1,0 +1,249 @@
+"""Base abilities for the free-form task, every image at 128 visual tokens: read, box, guess.
+
+The stand-in for a VLM's pretraining on the free-form task (:mod:`emergence.freeform_task`).
+Every training row is a token-exact scripted episode
+(:func:`mgpo_agents.supervised.scripted_trajectory`) of one of three kinds:
+
+* **reading**: a task question at the reading curriculum's current level
+  (:data:`~emergence.reading_curriculum.READING_LEVELS`). The environment crops a box that
+  holds the target (:func:`~emergence.reading_curriculum.reading_crop`: from the smallest
+  valid box up to ``reading_most`` x the target's side), while the conversation *shows* a
+  random free-form box (:func:`mgpo_env.scripted_turn.random_box`: log-uniform sides,
+  independent of the image); only the answer carries loss. No row pairs the target's
+  position with any text.
+* **grounding**: one named solid shape on the task's own canvas and clutter
+  (:class:`~emergence.grounding_task.TaskCanvasGrounding`; nothing framed, patterned or
+  black), asked in generic phrasings; the reply is the smallest valid box around the shape,
+  grown ``grounding_margin`` x about its centre, so that a digit one off still gives a
+  valid box. Loss on the box. Shapes of 120-480 pixels give boxes of every size.
+* **guessing**: a task question at its own noise whose turn 1 is a random free-form box
+  that the environment really crops; loss on the answer. Where the crop misses the target
+  the answer cannot be read, so this calibrates the answer turn: a reader trained on tight
+  crops alone answers *below* chance after a miss, and RL then learns to drop the box
+  (probes, eleventh round).
+
+The reading level moves on once held-out reading at that level reaches ``level_gate``.
+Every ``check_every`` steps the run measures, greedily on held-out questions, and appends a
+line to ``log.jsonl``: reading per question type on the task itself with turn 1 forced to
+the smallest valid box and to a centred box of 1.6x the target's side; grounding IoU and
+hold rate; and the task's own turn 1 with nothing forced (valid boxes, holds, tight hits
+under :data:`~emergence.freeform_task.HIT_CAP`, IoU, median box area over target area,
+accuracy). The weights of each check are kept (``step-<n>/``), and a rerun resumes from the
+last one.
+
+    python benchmarks/emergence.py freeform-base --output outputs/freeform-base
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mgpo_agents.evaluation import episode_row, summarise
+from mgpo_agents.qwen_processor import load_model
+from mgpo_agents.supervised import fit, scripted_trajectory
+from mgpo_agents.trajectory import ConversationTokenizer, Trajectory
+from mgpo_datasets.synthetic import SyntheticTask
+from mgpo_env.image_store import ImageStore
+from mgpo_env.scripted_turn import box_reply, oracle_box, random_box
+
+from .experiment import RUN_THREADS, _save, greedy_evaluation, make_env
+from .freeform_task import FREEFORM_TASK, HIT_CAP, image_budget
+from .grounding_task import TaskCanvasGrounding
+from .leak_sweep import crop_reply
+from .position_code import load_task_processor
+from .reading_curriculum import READING_LEVELS, GatedLevels, level_task, option_answer, reading_crop
+
+# Dataset seeds of this stage: training questions, grounding, and the held-out checks. The
+# held-out seeds are probe seeds; the RL comparison's final evaluation uses a seed no stage uses.
+TRAIN_SEED, GROUNDING_SEED, CHECK_SEED, GROUNDING_CHECK_SEED = 0, 2, 21, 3
+
+CANVAS = FREEFORM_TASK["canvas_size"]
+VIEW = image_budget().view_size((CANVAS, CANVAS))  # (308, 308): the view and the largest crop, at 128 tokens
+
+
+def freeform_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStore] = None) -> Any:
+    """The miniature's environment with every image at the free-form task's budget."""
+    return make_env(dataset, protocol, store=store, budget=image_budget())
+
+
+def grown_box(box: Sequence[float], factor: float, view: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``box`` (view pixels) grown ``factor`` x about its centre, rounded outwards, shifted back inside the view.
+
+    >>> grown_box((100, 100, 140, 140), 1.5, (308, 308))
+    (90, 90, 150, 150)
+    >>> grown_box((0, 0, 40, 40), 1.5, (308, 308))  # shifted back inside, not cut
+    (0, 0, 60, 60)
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    out: list[int] = []
+    for lo, hi, limit in ((x1, x2, view[0]), (y1, y2, view[1])):
+        centre, half = (lo + hi) / 2, min(limit, (hi - lo) * factor) / 2
+        a, b = int(np.floor(centre - half)), int(np.ceil(centre + half))
+        if a < 0:
+            a, b = 0, b - a
+        if b > limit:
+            a, b = max(0, a - (b - limit)), limit
+        out += [a, b]
+    return out[0], out[2], out[1], out[3]
+
+
+class FreeformRows:
+    """Token-exact training rows of the three kinds (see the module docstring)."""
+
+    def __init__(self, processor: Any, pool: int, reading_most: float, grounding_margin: float, seed: int = 0) -> None:
+        self.tokens = ConversationTokenizer(processor)
+        self.store = ImageStore(256 * 2**20)
+        self.pool, self.reading_most, self.grounding_margin = pool, reading_most, grounding_margin
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.task_env = freeform_env(SyntheticTask(pool, seed=TRAIN_SEED, **FREEFORM_TASK), store=self.store)
+        self.grounding_env = freeform_env(TaskCanvasGrounding(pool, seed=GROUNDING_SEED, task=FREEFORM_TASK), store=self.store)
+        self.level_env: Any = None
+
+    def set_level(self, level: int) -> None:
+        """Reading rows from now on come from ``level``'s task (same layouts and questions, another checker)."""
+        self.level_env = freeform_env(level_task(level, self.pool, seed=TRAIN_SEED), store=self.store)
+
+    def _random_reply(self) -> str:
+        return box_reply(random_box(self.np_rng, VIEW), "pixel", VIEW)
+
+    def reading(self, index: int) -> Trajectory:
+        sample = self.level_env.unwrapped.dataset[index]
+        acted = box_reply(reading_crop(sample.target_boxes[0], VIEW[0], CANVAS, self.rng, most=self.reading_most), "pixel", VIEW)
+        return scripted_trajectory(self.tokens, self.level_env, index, [acted, option_answer(sample)], train_turns=[1], shown_replies=[self._random_reply(), None])
+
+    def grounding(self, index: int) -> Trajectory:
+        sample = self.grounding_env.unwrapped.dataset[index]
+        box = grown_box(oracle_box(sample.target_boxes[0], VIEW, (CANVAS, CANVAS)), self.grounding_margin, VIEW)
+        return scripted_trajectory(self.tokens, self.grounding_env, index, [box_reply(box, "pixel", VIEW)], train_turns=[0])
+
+    def guessing(self, index: int) -> Trajectory:
+        sample = self.task_env.unwrapped.dataset[index]
+        return scripted_trajectory(self.tokens, self.task_env, index, [self._random_reply(), option_answer(sample)], train_turns=[1])
+
+
+@dataclass
+class FreeformBaseSettings:
+    """What the stage trains on and how it is checked (the defaults are the committed run's)."""
+
+    steps: int = 600
+    reading_rows: int = 16  # rows of each kind in a batch
+    grounding_rows: int = 12
+    guessing_rows: int = 4
+    learning_rate: float = 5e-4
+    reading_most: float = 1.8  # reading crops go up to this multiple of the target's side
+    grounding_margin: float = 1.15
+    level_gate: float = 0.8  # held-out reading (smallest valid box) that moves the curriculum on
+    start_level: int = 0
+    pool: int = 4000  # questions of each dataset that rows are drawn from
+    check_every: int = 50
+    check_questions: int = 60
+    seed: int = 0
+    threads: int = RUN_THREADS  # torch threads (2 where the run has the machine to itself)
+
+
+def reading_by_type(model: Any, processor: Any, task: SyntheticTask, indices: Sequence[int], ratio: Optional[float]) -> dict[str, float]:
+    """Greedy accuracy per question type with turn 1 forced to the smallest valid box (``ratio`` None)
+    or to a box of ``ratio`` x the target's side centred on it."""
+    def forced(i: int) -> str:
+        target = task[i].target_boxes[0]
+        if ratio is None:
+            return box_reply(oracle_box(target, VIEW, (CANVAS, CANVAS)), "pixel", VIEW)
+        return crop_reply(target, ratio, (0.5, 0.5), (CANVAS, CANVAS), VIEW)
+
+    summary = greedy_evaluation(model, processor, lambda: freeform_env(task), indices, forced_first=forced)
+    return {k: round(v, 3) for k, v in summary["accuracy_per_category"].items()}
+
+
+def episode_summary(model: Any, processor: Any, dataset: Any, indices: Sequence[int]) -> dict[str, Any]:
+    """Greedy episodes with nothing forced, summarised with tight hits under ``HIT_CAP``."""
+    rows: list[dict[str, Any]] = []
+    greedy_evaluation(model, processor, lambda: freeform_env(dataset), indices, on_episode_end=lambda env, t: rows.append(episode_row(t)))
+    summary = summarise(rows, max_side_ratio=HIT_CAP)
+    keys = ("accuracy", "valid_box_rate", "hit_rate", "tight_hit_rate", "mean_iou", "median_area_ratio")
+    return {k: (round(summary[k], 3) if isinstance(summary[k], float) else summary[k]) for k in keys}
+
+
+def check(model: Any, processor: Any, level: int, questions: int) -> dict[str, Any]:
+    """The held-out measurements of the module docstring (greedy; ``questions`` of each set)."""
+    indices = range(questions)
+    task = SyntheticTask(questions, seed=CHECK_SEED, **FREEFORM_TASK)
+    row: dict[str, Any] = {
+        "read_smallest": reading_by_type(model, processor, task, indices, None),
+        "read_1.6x": reading_by_type(model, processor, task, indices, 1.6),
+        "grounding": episode_summary(model, processor, TaskCanvasGrounding(questions, seed=GROUNDING_CHECK_SEED, task=FREEFORM_TASK), indices),
+        "task_turn1": episode_summary(model, processor, task, indices),
+    }
+    if level < len(READING_LEVELS) - 1:
+        at_level = level_task(level, questions, seed=CHECK_SEED)
+        row["read_smallest_at_level"] = reading_by_type(model, processor, at_level, indices, None)
+    return row
+
+
+def mean_reading(scores: dict[str, float]) -> float:
+    return float(np.mean(list(scores.values()))) if scores else 0.0
+
+
+def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings, progress: bool = True) -> list[dict[str, Any]]:
+    """Run the stage into ``output`` from the weights at ``init`` (or resume from ``output``'s last check)."""
+    torch.set_num_threads(settings.threads)
+    output.mkdir(parents=True, exist_ok=True)
+    log_path = output / "log.jsonl"
+    log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+    start, level = 0, settings.start_level
+    if log:
+        start, level = log[-1]["step"], log[-1]["level_next"]
+        init = output / f"step-{start}"
+        print(f"[freeform-base] resuming from {init} (level {level})", flush=True)
+    else:
+        (output / "settings.json").write_text(json.dumps({**asdict(settings), "init": str(init)}, indent=2) + "\n")
+    model, processor = load_model(init), load_task_processor(init)
+    rows = FreeformRows(processor, settings.pool, settings.reading_most, settings.grounding_margin, seed=settings.seed + start)
+    levels = GatedLevels(count=len(READING_LEVELS), gate=settings.level_gate, level=level)
+    rows.set_level(levels.level)
+    rng = random.Random(settings.seed * 1000 + start)
+
+    def batch(step: int) -> list[Trajectory]:
+        pick = lambda k: rng.sample(range(settings.pool), k)  # noqa: E731
+        return ([rows.reading(i) for i in pick(settings.reading_rows)] + [rows.grounding(i) for i in pick(settings.grounding_rows)]
+                + [rows.guessing(i) for i in pick(settings.guessing_rows)])
+
+    def record(step: int, losses: list[float]) -> None:
+        measured = check(model, processor, levels.level, settings.check_questions)
+        reading_here = measured.get("read_smallest_at_level", measured["read_smallest"])
+        entry = {"step": step, "level": levels.level, "loss": round(float(np.mean(losses)), 4) if losses else None, **measured}
+        entry["level_moved"] = levels.record(mean_reading(reading_here))
+        entry["level_next"] = levels.level
+        if entry["level_moved"]:
+            rows.set_level(levels.level)
+        _save(model, processor, output / f"step-{step}")
+        log.append(entry)
+        log_path.write_text("".join(json.dumps(e) + "\n" for e in log))
+        print(f"[freeform-base] {json.dumps(entry)}", flush=True)
+        model.train()
+
+    if not log:
+        record(0, [])
+    recent: list[float] = []
+
+    def on_step(offset: int, loss: float) -> bool:
+        recent.append(loss)
+        step = start + offset + 1
+        if step % settings.check_every == 0 or step == settings.steps:
+            record(step, recent[-settings.check_every:])
+            recent.clear()
+        return step >= settings.steps
+
+    remaining = settings.steps - start
+    if remaining > 0:
+        fit(model, rows.tokens, lambda s: batch(start + s), steps=remaining, learning_rate=settings.learning_rate,
+            pad_id=processor.tokenizer.pad_token_id, schedule="constant", on_step=on_step, progress=progress, description="freeform base")
+    return log
+

@@ -1,0 +1,78 @@
+"""The free-form task's base-ability rows and their geometry (benchmarks/emergence/freeform_supervised.py)."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emergence.freeform_supervised import CANVAS, VIEW, FreeformRows, grown_box
+from mgpo_env.box_parser import parse_box
+from mgpo_env.geometry import BoxPolicy, contains, original_to_view, validate_box
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.integers(0, 300), y=st.integers(0, 300), w=st.integers(29, 308), h=st.integers(29, 308), factor=st.floats(1.0, 3.0))
+def test_a_grown_box_holds_the_box_stays_in_the_view_and_has_the_asked_size(x, y, w, h, factor):
+    box = (min(x, 308 - w), min(y, 308 - h), min(x, 308 - w) + w, min(y, 308 - h) + h)
+    grown = grown_box(box, factor, (308, 308))
+    assert 0 <= grown[0] < grown[2] <= 308 and 0 <= grown[1] < grown[3] <= 308
+    assert contains(grown, box)
+    for side, new in ((w, grown[2] - grown[0]), (h, grown[3] - grown[1])):
+        assert min(308, side * factor) - 1e-9 <= new <= min(308, side * factor + 2)
+
+
+def test_the_view_is_the_128_token_view():
+    assert VIEW == (308, 308) and CANVAS == 2240
+
+
+@pytest.fixture(scope="module")
+def rows():
+    from emergence.experiment import COMMITTED_CHECKPOINT
+    from emergence.position_code import load_task_processor
+
+    made = FreeformRows(load_task_processor(COMMITTED_CHECKPOINT), pool=40, reading_most=1.8, grounding_margin=1.15, seed=3)
+    made.set_level(0)
+    return made
+
+
+def _images(trajectory):
+    return [grid[0].tolist() for grid in trajectory.image_grid_thw]
+
+
+def test_a_reading_row_crops_around_the_target_but_shows_an_unrelated_box_and_trains_the_answer_only(rows):
+    shown_elsewhere = 0
+    for index in range(12):
+        t = rows.reading(index)
+        sample = rows.level_env.unwrapped.dataset[index]
+        assert contains(t.info["crop_box"], sample.target_boxes[0])  # the environment acted on a crop that holds the target
+        shown = parse_box(t.replies[0]).coords
+        assert validate_box(shown, VIEW, BoxPolicy())[0] is not None
+        target_in_view = original_to_view(sample.target_boxes[0], VIEW, (CANVAS, CANVAS))
+        shown_elsewhere += not contains(shown, target_in_view)
+        assert [s.generated for s in t.segments] == [False, False, False, True]
+        assert t.replies[1] == "\\boxed{" + sample.answer_text + "}" and t.info["correct"]
+        view, crop = _images(t)
+        assert view == [1, 22, 22] and crop[1] * crop[2] <= 22 * 22  # both images within 128 tokens (2x2 patches merged)
+    assert shown_elsewhere >= 8  # the shown box is random: it rarely holds the target
+
+
+def test_a_grounding_row_boxes_the_named_shape_with_a_valid_box(rows):
+    for index in range(12):
+        t = rows.grounding(index)
+        sample = rows.grounding_env.unwrapped.dataset[index]
+        box = parse_box(t.replies[0]).coords
+        assert validate_box(box, VIEW, BoxPolicy())[0] is not None
+        assert contains(box, original_to_view(sample.target_boxes[0], VIEW, (CANVAS, CANVAS)))
+        assert [s.generated for s in t.segments] == [False, True]
+        assert "frame" not in sample.question and "checker" not in sample.question
+
+
+def test_a_guessing_row_crops_the_random_box_it_shows(rows):
+    misses = 0
+    for index in range(12):
+        t = rows.guessing(index)
+        shown = parse_box(t.replies[0]).coords
+        assert t.info["box_valid"]
+        assert [round(v) for v in original_to_view(t.info["crop_box"], VIEW, (CANVAS, CANVAS))] == [round(v) for v in shown]
+        assert [s.generated for s in t.segments] == [False, False, False, True]
+        misses += not contains(t.info["crop_box"], rows.task_env.unwrapped.dataset[index].target_boxes[0])
+    assert misses >= 8
