@@ -754,6 +754,14 @@ def rl_config(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, 
     )
 
 
+def trainer_inputs(checkpoint: Path) -> dict[str, Any]:
+    """What MGPOTrainer needs beside its config: a position-coded model's own processor, with the model."""
+    processor = load_task_processor(checkpoint)
+    if isinstance(processor.image_processor, PositionCodedImageProcessor):
+        return {"model": load_model(checkpoint), "processor": processor}
+    return {}
+
+
 def evaluation_task(settings: RLSettings) -> Any:
     from mgpo_datasets.synthetic import SyntheticTask
 
@@ -766,10 +774,7 @@ def run_rl(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, out
 
     torch.set_num_threads(RUN_THREADS)
     shutil.rmtree(output_dir, ignore_errors=True)
-    processor = load_task_processor(checkpoint)
-    # A position-coded model needs its own processor, which the trainer takes with the model.
-    given = {"model": load_model(checkpoint), "processor": processor} if isinstance(processor.image_processor, PositionCodedImageProcessor) else {}
-    trainer = MGPOTrainer(rl_config(checkpoint, protocol, seed, settings, output_dir), **given)
+    trainer = MGPOTrainer(rl_config(checkpoint, protocol, seed, settings, output_dir), **trainer_inputs(checkpoint))
     task = evaluation_task(settings)
     evals = []
     marks = list(range(settings.eval_every, settings.steps, settings.eval_every)) + [settings.steps]
@@ -1119,11 +1124,12 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep", "freeform-base"],
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep", "freeform-base", "freeform-rl"],
                         help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs; "
                         "gates: a checkpoint's gate measurements and where its grounding boxes land; "
                         "leak-sweep: what crops of each size reveal of the free-form task's attribute; "
-                        "freeform-base: base abilities for the free-form task from --checkpoint (resumes in --output)")
+                        "freeform-base: base abilities for the free-form task from --checkpoint (resumes in --output); "
+                        "freeform-rl: one RL run of --method on the free-form task from --checkpoint")
     parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
@@ -1133,7 +1139,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--protocol", choices=list(METHODS), default="two_turn")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", type=str, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--threads", type=int, default=RUN_THREADS, help="freeform-base: torch threads")
+    parser.add_argument("--threads", type=int, default=RUN_THREADS, help="freeform-base, freeform-rl: torch threads")
+    parser.add_argument("--method", default="mgpo", help="freeform-rl: mgpo, grpo-equal-tokens, random-box, fixed-box or oracle")
+    parser.add_argument("--fixed-box", default=None, help="freeform-rl with --method fixed-box: the box as fixed:x1,y1,x2,y2 (view pixels)")
     parser.add_argument("--from-scratch", action="store_true", help="with 'all': retrain the supervised stages instead of using the committed checkpoint")
     args = parser.parse_args(argv)
 
@@ -1164,6 +1172,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         base = FreeformBaseSettings(**({"steps": args.steps} if args.steps else {}), threads=args.threads)
         train_freeform_base(args.output, checkpoint, base)
+        return 0
+    if args.command == "freeform-rl":  # one RL run on the free-form task
+        from .freeform_rl import FreeformRLSettings, run_method
+
+        rl = FreeformRLSettings(**({"steps": args.steps} if args.steps else {}), threads=args.threads)
+        run_method(checkpoint, args.method, args.seed, rl, args.output, fixed_box=args.fixed_box)
         return 0
     if args.command == "gates":
         print(json.dumps(measure_gates(checkpoint), indent=2))

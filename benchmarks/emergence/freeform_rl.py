@@ -1,0 +1,140 @@
+"""RL on the free-form task: MGPO and the baselines that could win without grounding.
+
+Every method starts from the same checkpoint with the same trainer settings and sample
+budget (``group_size`` x ``prompts_per_step`` episodes a step); only what plays turn 1 and
+what the model sees differ:
+
+* ``mgpo``: two turns, the model's own box; every image at ``IMAGE_TOKENS`` visual tokens.
+* ``grpo-equal-tokens``: one turn on the view alone, at ``EQUAL_TOKEN_VIEW_TOKENS`` (the view
+  plus a crop of an MGPO episode).
+* ``random-box``: two turns, turn 1 a random free-form box
+  (:func:`mgpo_env.scripted_turn.random_box`); only the answer turn learns.
+* ``fixed-box``: two turns, turn 1 the same box on every image (``fixed:x1,y1,x2,y2`` in view
+  pixels, e.g. from :mod:`emergence.fixed_box_search`); only the answer turn learns.
+* ``oracle``: two turns, turn 1 the smallest valid box around the target: the upper bound.
+
+Held-out evaluations (greedy, the trainer's own, with the method's turn-1 rule) run before
+training, every ``eval_every`` steps and after; each is summarised with tight hits under
+:data:`~emergence.freeform_task.HIT_CAP` into ``evals.jsonl``.
+
+    python benchmarks/emergence.py freeform-rl --method mgpo --checkpoint CKPT --output outputs/freeform-rl
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from mgpo_agents.evaluation import summarise
+
+from .experiment import ENV_KWARGS, MAX_NEW_TOKENS, trainer_inputs
+from .freeform_supervised import CHECK_SEED, TRAIN_SEED
+from .freeform_task import EQUAL_TOKEN_VIEW_TOKENS, FREEFORM_TASK, HIT_CAP, IMAGE_TOKENS, image_budget
+
+# method -> (protocol, turn-1 rule ("" = the model's own), visual tokens of every image)
+METHODS: dict[str, tuple[str, str, int]] = {
+    "mgpo": ("two_turn", "", IMAGE_TOKENS),
+    "grpo-equal-tokens": ("single_turn", "", EQUAL_TOKEN_VIEW_TOKENS),
+    "random-box": ("two_turn", "random", IMAGE_TOKENS),
+    "fixed-box": ("two_turn", "fixed", IMAGE_TOKENS),
+    "oracle": ("two_turn", "oracle", IMAGE_TOKENS),
+}
+
+
+@dataclass
+class FreeformRLSettings:
+    """One RL run's settings: the same for every method."""
+
+    steps: int = 100
+    group_size: int = 16
+    prompts_per_step: int = 2
+    learning_rate: float = 1e-4
+    kl_coef: float = 0.05
+    temperature: float = 1.0
+    eval_every: int = 20
+    eval_questions: int = 100
+    eval_seed: int = CHECK_SEED
+    train_questions: int = 2000
+    threads: int = 1
+
+
+def method_config(checkpoint: Path, method: str, seed: int, settings: FreeformRLSettings, output_dir: Path, fixed_box: Optional[str] = None) -> Any:
+    """The trainer config of one run of ``method`` (``fixed_box``: the fixed-box method's ``fixed:...`` rule)."""
+    from mgpo_agents.config import MGPOConfig
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    protocol, rule, tokens = METHODS[method]
+    if rule == "fixed":
+        if not fixed_box or not fixed_box.startswith("fixed:"):
+            raise ValueError(f"the fixed-box method needs its box as 'fixed:x1,y1,x2,y2', got {fixed_box!r}")
+        rule = fixed_box
+    budget = image_budget(tokens)
+    task = {"num_samples": settings.train_questions, "seed": TRAIN_SEED, **FREEFORM_TASK}
+    return MGPOConfig(
+        model=str(checkpoint),
+        dataset="synthetic",
+        dataset_kwargs=task,
+        protocol=protocol,
+        first_turn=rule,
+        min_pixels=budget.min_pixels,
+        max_pixels=budget.max_pixels,
+        box_frame="pixel",
+        env_kwargs=dict(ENV_KWARGS),
+        group_size=settings.group_size,
+        prompts_per_step=settings.prompts_per_step,
+        mini_batch_prompts=settings.prompts_per_step,
+        micro_batch_size=settings.group_size * settings.prompts_per_step,
+        temperature=settings.temperature,
+        max_new_tokens=MAX_NEW_TOKENS,
+        kl_coef=settings.kl_coef,
+        entropy_coef=0.0,
+        learning_rate=settings.learning_rate,
+        weight_decay=0.0,
+        steps=settings.steps,
+        seed=seed,
+        output_dir=str(output_dir),
+        save_every=max(settings.steps, 1),
+        keep_checkpoints=1,
+        dtype="float32",
+        torch_threads=settings.threads,
+        tensorboard=False,
+        eval_dataset="synthetic",
+        eval_dataset_kwargs={**task, "num_samples": settings.eval_questions, "seed": settings.eval_seed},
+        eval_every=settings.eval_every,
+    )
+
+
+def held_out_row(output_dir: Path, label: str, step: int) -> dict[str, Any]:
+    """The trainer's evaluation rows of ``label`` at ``step``, summarised with tight hits under HIT_CAP."""
+    path = output_dir / "eval" / f"{label}-step{step}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    summary = summarise(rows, max_side_ratio=HIT_CAP)
+    keys = ("accuracy", "accuracy_per_category", "valid_box_rate", "hit_rate", "tight_hit_rate", "mean_iou", "median_area_ratio", "episodes")
+    return {"step": step, **{k: summary[k] for k in keys}}
+
+
+def run_method(checkpoint: Path, method: str, seed: int, settings: FreeformRLSettings, output_dir: Path,
+               fixed_box: Optional[str] = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Train ``method`` from ``checkpoint``; held-out rows before, every ``eval_every`` steps and after (``evals.jsonl``)."""
+    from mgpo_agents.trainer import MGPOTrainer
+
+    torch.set_num_threads(settings.threads)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    trainer = MGPOTrainer(method_config(checkpoint, method, seed, settings, output_dir, fixed_box), **trainer_inputs(checkpoint))
+    trainer.evaluate("before")
+    trainer.train(settings.steps, progress=progress)
+    trainer.evaluate("after")
+    labels = {0: "before", settings.steps: "after"}
+    labels.update({s: f"step{s}" for s in range(settings.eval_every, settings.steps, settings.eval_every) if settings.eval_every})
+    evals = [{"method": method, "seed": seed, **held_out_row(output_dir, label, step)} for step, label in sorted(labels.items())]
+    (output_dir / "evals.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    for e in evals:
+        print(f"[{method} seed {seed}] step {e['step']}: accuracy {e['accuracy']:.3f}, valid {e['valid_box_rate']:.2f}, "
+              f"tight hits {e['tight_hit_rate']:.3f}, IoU {e['mean_iou']:.3f}, median area {e['median_area_ratio']}", flush=True)
+    return evals

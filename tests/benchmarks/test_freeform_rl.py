@@ -1,0 +1,40 @@
+"""The free-form RL comparison's methods (benchmarks/emergence/freeform_rl.py)."""
+
+import json
+
+import pytest
+
+from emergence.freeform_rl import METHODS, FreeformRLSettings, method_config, run_method
+from emergence.freeform_task import HIT_CAP
+
+
+def test_each_method_differs_only_in_protocol_turn_one_and_image_budget(tmp_path):
+    settings = FreeformRLSettings()
+    configs = {m: method_config(tmp_path, m, 0, settings, tmp_path / m, fixed_box="fixed:10,10,60,60") for m in METHODS}
+    assert configs["mgpo"].max_pixels == 128 * 28 * 28 and configs["grpo-equal-tokens"].max_pixels == 256 * 28 * 28
+    assert (configs["grpo-equal-tokens"].protocol, configs["mgpo"].first_turn, configs["random-box"].first_turn) == ("single_turn", "", "random")
+    assert configs["fixed-box"].first_turn == "fixed:10,10,60,60" and configs["oracle"].first_turn == "oracle"
+    shared = ("learning_rate", "group_size", "prompts_per_step", "kl_coef", "temperature", "steps", "dataset_kwargs", "eval_dataset_kwargs")
+    for config in configs.values():
+        assert all(getattr(config, k) == getattr(configs["mgpo"], k) for k in shared)
+    assert configs["mgpo"].eval_dataset_kwargs["seed"] != configs["mgpo"].dataset_kwargs["seed"]
+    with pytest.raises(ValueError, match="fixed:x1"):
+        method_config(tmp_path, "fixed-box", 0, settings, tmp_path / "f")
+    with pytest.raises(ValueError, match="unknown method"):
+        method_config(tmp_path, "ppo", 0, settings, tmp_path / "p")
+
+
+@pytest.mark.slow
+def test_a_run_evaluates_before_during_and_after_with_tight_hits(tmp_path):
+    from emergence.experiment import COMMITTED_CHECKPOINT
+
+    settings = FreeformRLSettings(steps=2, group_size=2, prompts_per_step=1, eval_every=1, eval_questions=3, train_questions=4)
+    oracle = run_method(COMMITTED_CHECKPOINT, "oracle", 0, settings, tmp_path / "oracle", progress=False)
+    assert [e["step"] for e in oracle] == [0, 1, 2]
+    # The oracle's box is the smallest valid one around the target: every episode is a tight hit.
+    assert all(e["tight_hit_rate"] == 1.0 and e["valid_box_rate"] == 1.0 for e in oracle)
+    rows = [json.loads(line) for line in (tmp_path / "oracle" / "eval" / "before-step0.jsonl").read_text().splitlines()]
+    assert all(r["side_ratio"] <= HIT_CAP for r in rows) and all(r["visual_tokens"] <= 2 * 121 for r in rows)
+    single = run_method(COMMITTED_CHECKPOINT, "grpo-equal-tokens", 0, settings, tmp_path / "single", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "single" / "eval" / "after-step2.jsonl").read_text().splitlines()]
+    assert all(r["visual_tokens"] == 256 for r in rows) and single[-1]["tight_hit_rate"] == 0.0
