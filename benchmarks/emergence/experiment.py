@@ -1177,7 +1177,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .freeform_rl import FreeformRLSettings, run_method
 
         rl = FreeformRLSettings(**({"steps": args.steps} if args.steps else {}), threads=args.threads)
-        run_method(checkpoint, args.method, args.seed, rl, args.output, fixed_box=args.fixed_box)
+        fixed = args.fixed_box
+        if args.method == "fixed-box" and not fixed:  # search it on training questions with the starting weights
+            from .freeform_rl import best_fixed_box
+
+            torch.set_num_threads(args.threads)
+            found = best_fixed_box(checkpoint)
+            fixed = found["rule"]
+            print(f"[fixed-box] {json.dumps(found['confirmed'])}: using {fixed}", flush=True)
+        run_method(checkpoint, args.method, args.seed, rl, args.output, fixed_box=fixed)
+        if args.method == "fixed-box" and not args.fixed_box:
+            (args.output / "fixed_box.json").write_text(json.dumps(found, indent=2) + "\n")
         return 0
     if args.command == "gates":
         print(json.dumps(measure_gates(checkpoint), indent=2))

@@ -32,9 +32,13 @@ import torch
 
 from mgpo_agents.evaluation import summarise
 
-from .experiment import ENV_KWARGS, MAX_NEW_TOKENS, trainer_inputs
-from .freeform_supervised import CHECK_SEED, TRAIN_SEED
+from .experiment import ENV_KWARGS, MAX_NEW_TOKENS, REPOSITORY_ROOT, greedy_evaluation, trainer_inputs
+from .fixed_box_search import candidate_boxes, fixed_rule, interpolated_reader, screen
+from .freeform_supervised import CANVAS, CHECK_SEED, TRAIN_SEED, VIEW, freeform_env
 from .freeform_task import EQUAL_TOKEN_VIEW_TOKENS, FREEFORM_TASK, HIT_CAP, IMAGE_TOKENS, image_budget
+from .leak_sweep import crop_ratios
+
+COMMITTED_SWEEP = REPOSITORY_ROOT / "benchmarks" / "results" / "emergence_leak_sweep.json"
 
 # method -> (protocol, turn-1 rule ("" = the model's own), visual tokens of every image)
 METHODS: dict[str, tuple[str, str, int]] = {
@@ -138,3 +142,37 @@ def run_method(checkpoint: Path, method: str, seed: int, settings: FreeformRLSet
         print(f"[{method} seed {seed}] step {e['step']}: accuracy {e['accuracy']:.3f}, valid {e['valid_box_rate']:.2f}, "
               f"tight hits {e['tight_hit_rate']:.3f}, IoU {e['mean_iou']:.3f}, median area {e['median_area_ratio']}", flush=True)
     return evals
+
+
+def best_fixed_box(checkpoint: Path, questions: int = 100, confirm: int = 5, sweep_path: Path = COMMITTED_SWEEP) -> dict[str, Any]:
+    """The best image-independent turn-1 box for the free-form task, found on training questions only.
+
+    Screens every square of :func:`~emergence.fixed_box_search.candidate_boxes` (sides from the
+    smallest valid box to the whole view) against the training questions' targets, with the leak
+    sweep's pixel classifier (mean over question types) as the reader; then plays the ``confirm``
+    best with the model at ``checkpoint`` (greedy, ``questions`` training questions) and keeps the
+    most accurate. Returns the rule (``fixed:x1,y1,x2,y2``) and both passes' scores.
+    """
+    from mgpo_agents.qwen_processor import load_model
+    from mgpo_datasets.synthetic import SyntheticTask
+    from mgpo_env.scripted_turn import ScriptedFirstTurn
+
+    from .position_code import load_task_processor
+
+    sweep = json.loads(Path(sweep_path).read_text())
+    curves = [crop_ratios(result["accuracy"]) for result in sweep["results"]]
+    chance = sum(result["chance"] for result in sweep["results"]) / len(curves)
+    reader = interpolated_reader({ratio: sum(c[ratio] for c in curves) / len(curves) for ratio in curves[0]}, chance)
+    task = SyntheticTask(questions, seed=TRAIN_SEED, **FREEFORM_TASK)
+    sides = sorted({29, 40, 48, 56, 64, 72, 88, 112, 160, 224, VIEW[0]})
+    screened = screen([task[i].target_boxes[0] for i in range(questions)], (CANVAS, CANVAS), VIEW, reader, chance,
+                      candidate_boxes(VIEW[0], sides=sides, positions=13))
+    model, processor = load_model(checkpoint), load_task_processor(checkpoint)
+    confirmed = []
+    for expected, box in screened[:confirm]:
+        rule = fixed_rule(box)
+        summary = greedy_evaluation(model, processor, lambda: ScriptedFirstTurn(freeform_env(task), rule), range(questions))
+        confirmed.append({"rule": rule, "expected": round(expected, 3), "accuracy": round(summary["accuracy"], 3)})
+    best = max(confirmed, key=lambda c: c["accuracy"])
+    return {"rule": best["rule"], "questions": questions, "confirmed": confirmed,
+            "screened_top": [{"box": list(b), "expected": round(e, 3)} for e, b in screened[:20]]}

@@ -38,3 +38,17 @@ def test_a_run_evaluates_before_during_and_after_with_tight_hits(tmp_path):
     single = run_method(COMMITTED_CHECKPOINT, "grpo-equal-tokens", 0, settings, tmp_path / "single", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "single" / "eval" / "after-step2.jsonl").read_text().splitlines()]
     assert all(r["visual_tokens"] == 256 for r in rows) and single[-1]["tight_hit_rate"] == 0.0
+
+
+@pytest.mark.slow
+def test_the_best_fixed_box_is_confirmed_with_the_model_on_training_questions():
+    from emergence.experiment import COMMITTED_CHECKPOINT
+    from emergence.freeform_rl import best_fixed_box
+    from mgpo_env.scripted_turn import check_rule
+
+    found = best_fixed_box(COMMITTED_CHECKPOINT, questions=4, confirm=2)
+    assert check_rule(found["rule"]) is None and len(found["confirmed"]) == 2
+    assert found["rule"] in [c["rule"] for c in found["confirmed"]]
+    assert max(c["accuracy"] for c in found["confirmed"]) == next(c["accuracy"] for c in found["confirmed"] if c["rule"] == found["rule"])
+    expected = [s["expected"] for s in found["screened_top"]]
+    assert expected == sorted(expected, reverse=True) and expected[0] > 0.29  # a box that holds some targets beats chance
