@@ -720,17 +720,23 @@ class RLSettings:
     train_questions: int = 2000
 
 
-def rl_config(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, output_dir: Path) -> Any:
-    """The trainer config of one RL run (MGPO: ``two_turn``; GRPO: ``single_turn``)."""
+def rl_config(checkpoint: Path, protocol: str, seed: int, settings: Any, output_dir: Path, *, task_kwargs: Optional[dict[str, Any]] = None,
+              budget: Optional[ImageBudget] = None, threads: int = RUN_THREADS, **extra: Any) -> Any:
+    """The trainer config of one RL run (MGPO: ``two_turn``; GRPO: ``single_turn``).
+
+    ``settings`` holds the run's sizes and rates (:class:`RLSettings`' fields); ``task_kwargs`` and
+    ``budget`` choose another task and image budget than the cell version's; ``extra`` sets further
+    :class:`~mgpo_agents.config.MGPOConfig` fields (a first-turn rule, an evaluation set).
+    """
     from mgpo_agents.config import MGPOConfig
 
     return MGPOConfig(
         model=str(checkpoint),
         dataset="synthetic",
-        dataset_kwargs={"num_samples": settings.train_questions, "seed": TRAIN_SEED, **TASK_KWARGS},
+        dataset_kwargs={"num_samples": settings.train_questions, "seed": TRAIN_SEED, **(task_kwargs or TASK_KWARGS)},
         protocol=protocol,
-        min_pixels=MIN_PIXELS,
-        max_pixels=MAX_PIXELS,
+        min_pixels=budget.min_pixels if budget else MIN_PIXELS,
+        max_pixels=budget.max_pixels if budget else MAX_PIXELS,
         box_frame="pixel",
         env_kwargs=dict(ENV_KWARGS),
         group_size=settings.group_size,
@@ -749,8 +755,9 @@ def rl_config(checkpoint: Path, protocol: str, seed: int, settings: RLSettings, 
         save_every=max(settings.steps, 1),
         keep_checkpoints=1,
         dtype="float32",
-        torch_threads=1,
+        torch_threads=threads,
         tensorboard=False,
+        **extra,
     )
 
 

@@ -53,16 +53,17 @@ from mgpo_datasets.synthetic import SyntheticTask
 from mgpo_env.image_store import ImageStore
 from mgpo_env.scripted_turn import box_reply, oracle_box, random_box
 
-from .experiment import RUN_THREADS, _save, greedy_evaluation, make_env
+from .experiment import GROUNDING_EVAL_SEED as GROUNDING_CHECK_SEED
+from .experiment import GROUNDING_SEED, RUN_THREADS, TRAIN_SEED, _save, greedy_evaluation, make_env
 from .freeform_task import FREEFORM_TASK, HIT_CAP, image_budget
 from .grounding_task import TaskCanvasGrounding
 from .leak_sweep import crop_reply
 from .position_code import load_task_processor
 from .reading_curriculum import READING_LEVELS, GatedLevels, level_task, option_answer, reading_crop
 
-# Dataset seeds of this stage: training questions, grounding, and the held-out checks. The
-# held-out seeds are probe seeds; the RL comparison's final evaluation uses a seed no stage uses.
-TRAIN_SEED, GROUNDING_SEED, CHECK_SEED, GROUNDING_CHECK_SEED = 0, 2, 21, 3
+# The held-out checks' task seed (the miniature's training and grounding seeds are shared with the
+# cell version). It is a probe seed: the RL comparison's final evaluation uses a seed no stage uses.
+CHECK_SEED = 21
 
 CANVAS = FREEFORM_TASK["canvas_size"]
 VIEW = image_budget().view_size((CANVAS, CANVAS))  # (308, 308): the view and the largest crop, at 128 tokens
