@@ -1147,6 +1147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--settings", type=str, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=RUN_THREADS, help="freeform-base, freeform-rl: torch threads")
+    parser.add_argument("--base-settings", default=None, help="freeform-base: FreeformBaseSettings fields as JSON, e.g. '{\"reading_most\": 1.25}'")
     parser.add_argument("--method", default="mgpo", help="freeform-rl: mgpo, grpo-equal-tokens, random-box, fixed-box or oracle")
     parser.add_argument("--fixed-box", default=None, help="freeform-rl with --method fixed-box: the box as fixed:x1,y1,x2,y2 (view pixels)")
     parser.add_argument("--from-scratch", action="store_true", help="with 'all': retrain the supervised stages instead of using the committed checkpoint")
@@ -1177,7 +1178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "freeform-base":  # base abilities for the free-form task (the start of its pipeline)
         from .freeform_supervised import FreeformBaseSettings, train_freeform_base
 
-        base = FreeformBaseSettings(**({"steps": args.steps} if args.steps else {}), threads=args.threads)
+        chosen = {**json.loads(args.base_settings or "{}"), **({"steps": args.steps} if args.steps else {}), "threads": args.threads}
+        base = FreeformBaseSettings(**chosen)
         train_freeform_base(args.output, checkpoint, base)
         return 0
     if args.command == "freeform-rl":  # one RL run on the free-form task

@@ -188,6 +188,52 @@ def check(model: Any, processor: Any, level: int, questions: int) -> dict[str, A
     return row
 
 
+def base_curves(log: Sequence[dict[str, Any]]) -> dict[str, list[Optional[float]]]:
+    """The log's curves by name (one value per check; None where a check lacks it), for :func:`plot_base_log`.
+
+    >>> base_curves([{"step": 0, "level": 0, "read_smallest": {"colour": 0.5}, "grounding": {"mean_iou": 0.1}}])["reading colour, smallest box"]
+    [0.5]
+    """
+    curves: dict[str, list[Optional[float]]] = {"step": [e["step"] for e in log], "level": [e["level"] for e in log]}
+    kinds = sorted({k for e in log for k in e.get("read_smallest", {})})
+    for kind in kinds:
+        for key, label in (("read_smallest", "smallest box"), ("read_1.6x", "1.6x box"), ("read_smallest_at_level", "smallest box, current level")):
+            curves[f"reading {kind}, {label}"] = [e.get(key, {}).get(kind) for e in log]
+    for part, label in (("grounding", "grounding"), ("task_turn1", "task turn 1")):
+        for key in ("valid_box_rate", "mean_iou", "tight_hit_rate"):
+            curves[f"{label} {key.replace('_', ' ')}"] = [e.get(part, {}).get(key) for e in log]
+    return curves
+
+
+def plot_base_log(log: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Reading, grounding and the task's own turn 1 over the stage's steps, with the curriculum's level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = base_curves(log)
+    steps = curves["step"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    groups = (("reading", "reading (greedy, turn 1 forced)"), ("grounding", "grounding questions"), ("task turn 1", "the task's own turn 1"))
+    for ax, (prefix, title) in zip(axes, groups):
+        for name, values in curves.items():
+            if name.startswith(prefix):
+                ax.plot(steps, [float("nan") if v is None else v for v in values], marker=".", label=name[len(prefix):].strip(" ,"))
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+    for entry in log:
+        if entry.get("level_moved"):
+            axes[0].axvline(entry["step"], color="gray", lw=0.6, ls=":")
+    fig.suptitle("Free-form base abilities on held-out questions (dotted: the reading level moved on)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def mean_reading(scores: dict[str, float]) -> float:
     return float(np.mean(list(scores.values()))) if scores else 0.0
 
@@ -227,6 +273,7 @@ def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings
         _save(model, processor, output / f"step-{step}")
         log.append(entry)
         log_path.write_text("".join(json.dumps(e) + "\n" for e in log))
+        plot_base_log(log, output / "curves.png")
         print(f"[freeform-base] {json.dumps(entry)}", flush=True)
         model.train()
 

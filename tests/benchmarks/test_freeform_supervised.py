@@ -76,3 +76,21 @@ def test_a_guessing_row_crops_the_random_box_it_shows(rows):
         assert [s.generated for s in t.segments] == [False, False, False, True]
         misses += not contains(t.info["crop_box"], rows.task_env.unwrapped.dataset[index].target_boxes[0])
     assert misses >= 8
+
+
+def test_the_base_curves_follow_the_log_and_leave_gaps_where_a_check_lacks_a_value(tmp_path):
+    from emergence.freeform_supervised import base_curves, plot_base_log
+
+    log = [
+        {"step": 0, "level": 0, "read_smallest": {"colour": 0.3, "checker_half": 0.2}, "read_smallest_at_level": {"colour": 0.5},
+         "grounding": {"mean_iou": 0.0, "valid_box_rate": 0.1}, "task_turn1": {"tight_hit_rate": 0.0}, "level_moved": True},
+        {"step": 50, "level": 1, "read_smallest": {"colour": 0.6, "checker_half": 0.4}, "grounding": {"mean_iou": 0.2, "valid_box_rate": 0.5},
+         "task_turn1": {"tight_hit_rate": 0.1}},
+    ]
+    curves = base_curves(log)
+    assert curves["step"] == [0, 50] and curves["level"] == [0, 1]
+    assert curves["reading colour, smallest box"] == [0.3, 0.6] and curves["reading checker_half, smallest box"] == [0.2, 0.4]
+    assert curves["reading colour, smallest box, current level"] == [0.5, None]
+    assert curves["grounding mean iou"] == [0.0, 0.2] and curves["task turn 1 tight hit rate"] == [0.0, 0.1]
+    assert curves["task turn 1 mean iou"] == [None, None]
+    assert plot_base_log(log, tmp_path / "curves.png").stat().st_size > 10_000
