@@ -143,7 +143,9 @@ def test_rollouts_ignore_the_published_decoding_defaults(loaded: tuple[Any, Any]
             logp, _ = token_logprobs(model, batch)
         generation = torch.tensor([lp for t in trajectories for lp in t.generation_logprobs])
         assert logp.shape == generation.shape and len(generation) >= 4
-        assert torch.allclose(logp, generation, atol=1e-4), (greedy, (logp - generation).abs().max())
+        # bf16: the cached decoding path and the learner's full forward may round differently by a
+        # few thousandths on some CPUs (0.002 seen on one); the inherited penalty moves them by ~0.08.
+        assert torch.allclose(logp, generation, atol=1e-2), (greedy, (logp - generation).abs().max())
 
 
 def test_command_line_size_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
