@@ -434,10 +434,17 @@ def _uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``(host, port)`` and already listening.
+
+    uvicorn runs the app's startup (where ``serve`` prints the URL) before it starts serving
+    the socket; listening from here on lets the kernel queue a client that connects in between,
+    instead of refusing it.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)
     return sock
 
 

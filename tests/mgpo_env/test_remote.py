@@ -282,6 +282,21 @@ def test_python_m_entry_point_serves_until_stopped():
         process.wait(timeout=TIMEOUT_S)
 
 
+def test_the_announced_port_takes_connections_before_the_server_loop_runs():
+    """serve() prints the URL from the app's startup, before uvicorn serves the socket: a client
+    that connects then must be queued, not refused (seen under load in CI)."""
+    import socket
+
+    from mgpo_env.remote.server import _bound_socket
+
+    sock = _bound_socket("127.0.0.1", 0)
+    try:
+        with socket.create_connection(sock.getsockname(), timeout=5):
+            pass
+    finally:
+        sock.close()
+
+
 def test_encoding_cache_encodes_each_image_once_and_never_mixes_them_up():
     from PIL import Image
 
