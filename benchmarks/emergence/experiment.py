@@ -76,6 +76,7 @@ CANVAS = TASK_KWARGS["canvas_size"]  # original pixels; the view is 224 (4x smal
 CELLS = TASK_KWARGS["cells"]  # the box vocabulary: one of 2 x 2 cells of the view
 VIEW = 224
 MIN_PIXELS, MAX_PIXELS = EMERGENCE["min_pixels"], EMERGENCE["max_pixels"]
+CELL_BUDGET = ImageBudget(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)  # every image of the cell version: view and crop
 
 # Generic grounding, in two levels (never the task's frame or checker; see GroundingTask):
 # the bootstrap set (one large object, no clutter) is where the ability to say *where* first
@@ -101,7 +102,7 @@ RUN_THREADS = 1
 TRAIN_SEED, EVAL_SEED, GROUNDING_SEED, GROUNDING_EVAL_SEED = EMERGENCE_TRAIN_SEED, EMERGENCE_EVAL_SEED, 2, 3
 
 
-def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStore] = None, budget: Optional[ImageBudget] = None,
+def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStore] = None, budget: ImageBudget = CELL_BUDGET,
              **dataset_kwargs: Any) -> gym.Env:
     """A HighResVQA-v0 environment with the miniature's prompts and layout, at ``budget`` (the cell version's by default)."""
     return gym.make(
@@ -109,8 +110,8 @@ def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStor
         dataset=dataset,
         dataset_kwargs=dataset_kwargs or None,
         protocol=protocol,
-        min_pixels=budget.min_pixels if budget else MIN_PIXELS,
-        max_pixels=budget.max_pixels if budget else MAX_PIXELS,
+        min_pixels=budget.min_pixels,
+        max_pixels=budget.max_pixels,
         box_frame="pixel",
         image_store=store or ImageStore(),
         **ENV_KWARGS,
@@ -235,7 +236,6 @@ def attribute_leak_check(layouts: int = 20) -> dict[str, float]:
     from mgpo_datasets.synthetic import COLOUR_PAIRS, SyntheticTask, render_layout
 
     task = SyntheticTask(layouts, seed=EVAL_SEED + 200, **TASK_KWARGS)
-    budget = ImageBudget(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     view_diff, crop_diff = 0.0, 0.0
     for i in range(layouts):
         layout = task[i].image.layout
@@ -245,9 +245,9 @@ def attribute_leak_check(layouts: int = 20) -> dict[str, float]:
         views, crops = [], []
         for pair in COLOUR_PAIRS:
             image = render_layout(task, replace(layout, answer_value=pair))
-            views.append(np.asarray(resize_image(image, budget.view_size(image.size)), dtype=int))
+            views.append(np.asarray(resize_image(image, CELL_BUDGET.view_size(image.size)), dtype=int))
             crop = image.crop(cell)
-            crops.append(np.asarray(resize_image(crop, budget.view_size(crop.size)), dtype=int))
+            crops.append(np.asarray(resize_image(crop, CELL_BUDGET.view_size(crop.size)), dtype=int))
         view_diff = max(view_diff, max(float(np.abs(v - views[0]).max()) for v in views))
         crop_diff = max(crop_diff, max(float(np.abs(c - crops[0]).max()) for c in crops))
     return {"layouts": layouts, "view_max_difference": view_diff, "crop_max_difference": crop_diff}
@@ -721,7 +721,7 @@ class RLSettings:
 
 
 def rl_config(checkpoint: Path, protocol: str, seed: int, settings: Any, output_dir: Path, *, task_kwargs: Optional[dict[str, Any]] = None,
-              budget: Optional[ImageBudget] = None, threads: int = RUN_THREADS, **extra: Any) -> Any:
+              budget: ImageBudget = CELL_BUDGET, threads: int = RUN_THREADS, **extra: Any) -> Any:
     """The trainer config of one RL run (MGPO: ``two_turn``; GRPO: ``single_turn``).
 
     ``settings`` holds the run's sizes and rates (:class:`RLSettings`' fields); ``task_kwargs`` and
@@ -735,8 +735,8 @@ def rl_config(checkpoint: Path, protocol: str, seed: int, settings: Any, output_
         dataset="synthetic",
         dataset_kwargs={"num_samples": settings.train_questions, "seed": TRAIN_SEED, **(task_kwargs or TASK_KWARGS)},
         protocol=protocol,
-        min_pixels=budget.min_pixels if budget else MIN_PIXELS,
-        max_pixels=budget.max_pixels if budget else MAX_PIXELS,
+        min_pixels=budget.min_pixels,
+        max_pixels=budget.max_pixels,
         box_frame="pixel",
         env_kwargs=dict(ENV_KWARGS),
         group_size=settings.group_size,
