@@ -57,6 +57,7 @@ import mgpo_env  # noqa: F401  (registers the environment)
 from mgpo_env.geometry import contains
 from mgpo_env.image_budget import ImageBudget
 from mgpo_env.image_store import ImageStore
+from mgpo_env.scripted_turn import box_reply
 
 from mgpo_agents.config import EMERGENCE_EVAL_SEED, EMERGENCE_TASK, EMERGENCE_TEMPLATES, EMERGENCE_TRAIN_SEED, PRESETS
 from mgpo_agents.qwen_processor import load_model
@@ -118,15 +119,14 @@ def make_env(dataset: Any, protocol: str = "two_turn", store: Optional[ImageStor
     )
 
 
-def box_text(x1: int, y1: int, x2: int, y2: int) -> str:
-    """A turn-1 reply: the box in view pixels, written the way the warm-start teaches, e.g. ``[56,0,112,56]``."""
-    return f"[{x1},{y1},{x2},{y2}]"
-
-
 def cell_box_text(column: int, row: int) -> str:
-    """The reply that boxes one cell of the view, e.g. ``[112,0,224,112]``."""
+    """The reply that boxes one cell of the view in view pixels, the way the warm-start teaches.
+
+    >>> cell_box_text(1, 0)
+    '[112,0,224,112]'
+    """
     side = VIEW // CELLS
-    return box_text(column * side, row * side, (column + 1) * side, (row + 1) * side)
+    return box_reply((column * side, row * side, (column + 1) * side, (row + 1) * side), "pixel", (VIEW, VIEW))
 
 
 # The cells in row-major order: the index of a cell in score tables such as box_tilt's.
@@ -195,7 +195,8 @@ class ExampleMaker:
             acted = cell_box_text(*cell_of(sample.target_box))  # type: ignore[arg-type]
         else:  # a tighter box: the target fills more of the crop
             margin = rng.uniform(8, 32)
-            acted = box_text(max(0, int(x1 * scale - margin)), max(0, int(y1 * scale - margin)), min(VIEW, int(x2 * scale + margin + 1)), min(VIEW, int(y2 * scale + margin + 1)))
+            box = (max(0, int(x1 * scale - margin)), max(0, int(y1 * scale - margin)), min(VIEW, int(x2 * scale + margin + 1)), min(VIEW, int(y2 * scale + margin + 1)))
+            acted = box_reply(box, "pixel", (VIEW, VIEW))
         return scripted_trajectory(
             self.tokens, self.two_turn, index, [acted, answer_text(sample.answer)], train_turns=[1], shown_replies=[self._random_cell(rng), None]
         )
