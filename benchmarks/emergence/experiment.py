@@ -1139,14 +1139,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "freeform-base: base abilities for the free-form task from --checkpoint (resumes in --output); "
                         "freeform-rl: one RL run of --method on the free-form task from --checkpoint")
     parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
-    parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one); leak-sweep: the VLM to read crops as a second reader")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="RL steps (default 120, quick 60)")
     parser.add_argument("--lanes", type=int, default=2, help="runs in parallel (one CPU thread each)")
     parser.add_argument("--protocol", choices=list(METHODS), default="two_turn")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--settings", type=str, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", type=str, default=None, help="RL settings as JSON (RLSettings fields; freeform-rl: FreeformRLSettings fields), e.g. '{\"temperature\": 0.6}'")
     parser.add_argument("--threads", type=int, default=RUN_THREADS, help="freeform-base, freeform-rl: torch threads")
     parser.add_argument("--base-settings", default=None, help="freeform-base: FreeformBaseSettings fields as JSON, e.g. '{\"reading_most\": 1.25}'")
     parser.add_argument("--method", default="mgpo", help="freeform-rl: mgpo, grpo-equal-tokens, random-box, fixed-box or oracle")
@@ -1154,7 +1154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--from-scratch", action="store_true", help="with 'all': retrain the supervised stages instead of using the committed checkpoint")
     args = parser.parse_args(argv)
 
-    settings = RLSettings(**json.loads(args.settings)) if args.settings else RLSettings()
+    freeform = args.command in ("freeform-base", "freeform-rl")
+    settings = RLSettings(**json.loads(args.settings)) if args.settings and not freeform else RLSettings()
     seeds = args.seeds
     if args.quick and not args.settings:
         settings = RLSettings(steps=60, eval_every=60)
@@ -1174,7 +1175,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .freeform_task import FREEFORM_TASK
         from .leak_sweep import markdown_table, run_leak_sweep
 
-        print(markdown_table(run_leak_sweep(FREEFORM_TASK, args.output)))
+        vlm = None
+        if args.checkpoint is not None:  # the trained VLM as a second reader
+            from .freeform_supervised import vlm_reading_curves
+
+            torch.set_num_threads(args.threads)
+            vlm = vlm_reading_curves(args.checkpoint)
+        print(markdown_table(run_leak_sweep(FREEFORM_TASK, args.output, vlm=vlm)))
         return 0
     if args.command == "freeform-base":  # base abilities for the free-form task (the start of its pipeline)
         from .freeform_supervised import FreeformBaseSettings, train_freeform_base
@@ -1186,7 +1193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "freeform-rl":  # one RL run on the free-form task
         from .freeform_rl import FreeformRLSettings, run_method
 
-        rl = FreeformRLSettings(**({"steps": args.steps} if args.steps else {}), threads=args.threads)
+        chosen = {**json.loads(args.settings or "{}"), **({"steps": args.steps} if args.steps else {}), "threads": args.threads}
+        rl = FreeformRLSettings(**chosen)
         fixed = args.fixed_box
         if args.method == "fixed-box" and not fixed:  # search it on training questions with the starting weights
             from .freeform_rl import best_fixed_box

@@ -59,6 +59,7 @@ class FreeformRLSettings(RLSettings):
     group_size: int = 16
     prompts_per_step: int = 2
     learning_rate: float = 1e-4
+    top_p: float = 1.0
     eval_every: int = 20
     eval_questions: int = 100
     eval_seed: int = CHECK_SEED
@@ -76,7 +77,7 @@ def method_config(checkpoint: Path, method: str, seed: int, settings: FreeformRL
         rule = fixed_box
     evaluation = {"num_samples": settings.eval_questions, "seed": settings.eval_seed, **FREEFORM_TASK}
     return rl_config(checkpoint, protocol, seed, settings, output_dir, task_kwargs=FREEFORM_TASK, budget=image_budget(tokens), threads=settings.threads,
-                     first_turn=rule, eval_dataset="synthetic", eval_dataset_kwargs=evaluation, eval_every=settings.eval_every)
+                     first_turn=rule, eval_dataset="synthetic", eval_dataset_kwargs=evaluation, eval_every=settings.eval_every, top_p=settings.top_p)
 
 
 def held_out_row(output_dir: Path, label: str, step: int) -> dict[str, Any]:

@@ -163,6 +163,23 @@ def reading_by_type(model: Any, processor: Any, task: SyntheticTask, indices: Se
     return {k: round(v, 3) for k, v in summary["accuracy_per_category"].items()}
 
 
+def vlm_reading_curves(checkpoint: Path, questions: int = 200) -> dict[str, Any]:
+    """The weights at ``checkpoint`` as the leak sweep's second reader (:func:`~emergence.leak_sweep.vlm_sweep`):
+    turn 1 forced to crops of each ratio, and single-turn episodes on the view at each baseline's budget."""
+    from .leak_sweep import vlm_sweep
+
+    model, processor = load_model(checkpoint), load_task_processor(checkpoint)
+
+    def crops(model: Any, processor: Any, task: Any, indices: Sequence[int], forced: Any) -> dict[str, Any]:
+        return greedy_evaluation(model, processor, lambda: freeform_env(task), indices, forced_first=forced)
+
+    def views(model: Any, processor: Any, task: Any, indices: Sequence[int], budget: Any) -> dict[str, Any]:
+        return greedy_evaluation(model, processor, lambda: make_env(task, "single_turn", budget=budget), indices)
+
+    curves = vlm_sweep(model, processor, FREEFORM_TASK, crops, questions=questions, view_evaluate=views)
+    return {"curves": curves, "checkpoint": str(checkpoint), "questions": questions}
+
+
 def episode_summary(model: Any, processor: Any, dataset: Any, indices: Sequence[int]) -> dict[str, Any]:
     """Greedy episodes with nothing forced, summarised with tight hits under ``HIT_CAP``."""
     rows: list[dict[str, Any]] = []

@@ -213,9 +213,13 @@ def plot_sweep(data: dict[str, Any], path: Any, vlm: Optional[dict[str, Any]] = 
         ax.axhline(result["chance_bound"], color="gray", lw=0.6, ls=":")
     for i, name in enumerate(views(data["results"][0]["accuracy"])):
         ax.annotate(name.replace("view, ", "view\n"), (12 + 4 * i, 0.05), ha="center", fontsize=7)
-    for name, curve in (vlm or {}).items():
-        ratios = sorted(float(k) for k in curve)
-        ax.plot(ratios, [curve[f"{r:g}"] for r in ratios], marker="^", ls="--", label=f"tiny VLM: {name}")
+    view_names = list(views(data["results"][0]["accuracy"]))
+    for name, curve in (vlm or data.get("vlm") or {}).items():
+        crops = dict(sorted(crop_ratios(curve).items()))
+        (line,) = ax.plot(list(crops), list(crops.values()), marker="^", ls="--", label=f"tiny VLM: {name}")
+        shown = [(12 + 4 * view_names.index(v), value) for v, value in views(curve).items() if v in view_names]
+        if shown:
+            ax.scatter(*zip(*shown), marker="^", color=line.get_color())
     ax.axhline(0.9, color="green", lw=0.6, ls="--")
     ax.axvline(4, color="red", lw=0.6, ls="--")
     ax.set_xscale("log")
@@ -242,17 +246,27 @@ def markdown_table(data: dict[str, Any]) -> str:
             f"| {result['question_type']} | {result['chance']:.2f} ({result['chance_bound']:.2f}) | {cells} | "
             f"{'yes' if result['loose_at_chance'] and result['views_at_chance'] else 'no'} | {f'{largest:g}x' if largest else '-'} |"
         )
+    for kind, curve in (data.get("vlm") or {}).items():
+        cells = " | ".join(f"{curve[n]:.2f}" if n in curve else "-" for n in names)
+        lines.append(f"| tiny VLM: {kind} | - | {cells} | | |")
     return "\n".join(lines)
 
 
-def run_leak_sweep(task_kwargs: dict[str, Any], output: Any, settings: Optional[SweepSettings] = None, progress: bool = True) -> dict[str, Any]:
-    """Sweep, then write ``leak_sweep.json``, ``leak_sweep.png`` and ``leak_sweep.md`` into ``output``."""
+def run_leak_sweep(task_kwargs: dict[str, Any], output: Any, settings: Optional[SweepSettings] = None, progress: bool = True,
+                   vlm: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Sweep, then write ``leak_sweep.json``, ``leak_sweep.png`` and ``leak_sweep.md`` into ``output``.
+
+    ``vlm``: the trained VLM's curves (:func:`vlm_sweep`) with ``checkpoint`` and ``questions``, kept beside the classifier's.
+    """
     import json
     from pathlib import Path
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     data = sweep(task_kwargs, settings, progress)
+    if vlm:
+        data["vlm"] = vlm["curves"]
+        data["vlm_reader"] = {k: v for k, v in vlm.items() if k != "curves"}
     (output / "leak_sweep.json").write_text(json.dumps(data, indent=2, default=list))
     plot_sweep(data, output / "leak_sweep.png")
     (output / "leak_sweep.md").write_text(markdown_table(data) + "\n")
@@ -274,12 +288,14 @@ def crop_reply(target: Sequence[float], ratio: float, offset: tuple[float, float
 
 
 def vlm_sweep(model: Any, processor: Any, task_kwargs: dict[str, Any], evaluate: Any, ratios: Sequence[float] = RATIOS,
-              questions: int = 200, seed: int = 12) -> dict[str, dict[str, float]]:
+              questions: int = 200, seed: int = 12, view_evaluate: Any = None) -> dict[str, dict[str, float]]:
     """The trained tiny VLM as the reader: greedy accuracy per question type when turn 1 is forced
     to a crop of each ratio (random offsets), on held-out questions of dataset seed ``seed``.
 
     ``evaluate(model, processor, task, indices, forced_first)`` plays the episodes (the experiment's
-    greedy evaluation) and returns its summary with ``accuracy_per_category``.
+    greedy evaluation) and returns its summary with ``accuracy_per_category``. With
+    ``view_evaluate(model, processor, task, indices, budget)`` (single-turn episodes at ``budget``),
+    each of :class:`SweepSettings`' view budgets adds a column named like the classifier's.
     """
     task = SyntheticTask(questions, seed=seed, **{k: v for k, v in task_kwargs.items() if k not in ("num_samples", "seed")})
     canvas = task.canvas_size
@@ -291,4 +307,8 @@ def vlm_sweep(model: Any, processor: Any, task_kwargs: dict[str, Any], evaluate:
         summary = evaluate(model, processor, task, range(questions), lambda i: replies[i])
         for kind, accuracy in summary["accuracy_per_category"].items():
             curves[kind][f"{ratio:g}"] = float(accuracy)
+    for name, budget in (SweepSettings().view_budgets.items() if view_evaluate else ()):
+        summary = view_evaluate(model, processor, task, range(questions), budget)
+        for kind, accuracy in summary["accuracy_per_category"].items():
+            curves[kind][name] = float(accuracy)
     return curves

@@ -9,12 +9,13 @@ from emergence.freeform_task import HIT_CAP
 
 
 def test_each_method_differs_only_in_protocol_turn_one_and_image_budget(tmp_path):
-    settings = FreeformRLSettings()
+    settings = FreeformRLSettings(top_p=0.7, learning_rate=3e-5)
     configs = {m: method_config(tmp_path, m, 0, settings, tmp_path / m, fixed_box="fixed:10,10,60,60") for m in METHODS}
+    assert (configs["mgpo"].top_p, configs["mgpo"].learning_rate) == (0.7, 3e-5)
     assert configs["mgpo"].max_pixels == 128 * 28 * 28 and configs["grpo-equal-tokens"].max_pixels == 256 * 28 * 28
     assert (configs["grpo-equal-tokens"].protocol, configs["mgpo"].first_turn, configs["random-box"].first_turn) == ("single_turn", "", "random")
     assert configs["fixed-box"].first_turn == "fixed:10,10,60,60" and configs["oracle"].first_turn == "oracle"
-    shared = ("learning_rate", "group_size", "prompts_per_step", "kl_coef", "temperature", "steps", "dataset_kwargs", "eval_dataset_kwargs")
+    shared = ("learning_rate", "group_size", "prompts_per_step", "kl_coef", "temperature", "top_p", "steps", "dataset_kwargs", "eval_dataset_kwargs")
     for config in configs.values():
         assert all(getattr(config, k) == getattr(configs["mgpo"], k) for k in shared)
     assert configs["mgpo"].eval_dataset_kwargs["seed"] != configs["mgpo"].dataset_kwargs["seed"]

@@ -91,6 +91,32 @@ def test_the_vlm_sweep_forces_each_ratio_and_reports_per_question_type():
         assert curve == {"1.2": 1.0, "4": 0.0}
 
 
+def test_the_vlm_sweep_reads_the_views_and_joins_the_table_and_figure(tmp_path):
+    """Single-turn view columns come from view_evaluate at each baseline budget; the table and figure carry the VLM rows."""
+    from emergence.freeform_task import EQUAL_TOKEN_VIEW_TOKENS, FREEFORM_TASK, IMAGE_TOKENS
+    from emergence.leak_sweep import markdown_table, plot_sweep, vlm_sweep
+
+    budgets = []
+
+    def crops(model, processor, task, indices, forced_first):
+        return {"accuracy_per_category": {"colour": 0.75, "checker_half": 0.5}}
+
+    def views(model, processor, task, indices, budget):
+        budgets.append(budget.max_pixels)
+        return {"accuracy_per_category": {"colour": 0.25, "checker_half": 0.3}}
+
+    curves = vlm_sweep(None, None, FREEFORM_TASK, crops, ratios=(1.1, 4.0), questions=4, view_evaluate=views)
+    assert budgets == [IMAGE_TOKENS * 784, EQUAL_TOKEN_VIEW_TOKENS * 784]
+    assert curves["colour"] == {"1.1": 0.75, "4": 0.75, f"view, {IMAGE_TOKENS} tokens": 0.25, f"view, {EQUAL_TOKEN_VIEW_TOKENS} tokens": 0.25}
+    accuracy = {"1.1": 1.0, "4": 0.3, f"view, {IMAGE_TOKENS} tokens": 0.3, f"view, {EQUAL_TOKEN_VIEW_TOKENS} tokens": 0.28}
+    data = {"results": [{"question_type": "colour", "chance": 0.29, "chance_bound": 0.34, "accuracy": accuracy, "loose_at_chance": True,
+                         "views_at_chance": True, "largest_ratio_read_at_0.9": 1.1}], "vlm": curves}
+    rows = markdown_table(data).splitlines()
+    assert rows[-2] == "| tiny VLM: colour | - | 0.75 | 0.75 | 0.25 | 0.25 | | |"
+    assert rows[-1].startswith("| tiny VLM: checker_half | - | 0.50 | 0.50 | 0.30 | 0.30 |")
+    assert plot_sweep(data, tmp_path / "sweep.png").stat().st_size > 10_000
+
+
 def test_the_committed_sweep_is_of_the_task_and_sets_the_hit_cap():
     """benchmarks/results/emergence_leak_sweep.json was swept on FREEFORM_TASK, is clean, and HIT_CAP is its narrowest window."""
     import json
