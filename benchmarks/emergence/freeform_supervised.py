@@ -141,7 +141,8 @@ class FreeformBaseSettings:
     learning_rate: float = 5e-4
     reading_most: float = 1.8  # reading crops go up to this multiple of the target's side
     grounding_margin: float = 1.15
-    level_gate: float = 0.8  # held-out reading (smallest valid box) that moves the curriculum on
+    level_gate: float = 0.8  # held-out reading at the current level that moves the curriculum on
+    gate_ratio: Optional[float] = None  # where that reading is measured: None the smallest valid box, else a centred box this x the target
     start_level: int = 0
     pool: int = 4000  # questions of each dataset that rows are drawn from
     check_every: int = 50
@@ -189,8 +190,9 @@ def episode_summary(model: Any, processor: Any, dataset: Any, indices: Sequence[
     return {k: (round(summary[k], 3) if isinstance(summary[k], float) else summary[k]) for k in keys}
 
 
-def check(model: Any, processor: Any, level: int, questions: int) -> dict[str, Any]:
-    """The held-out measurements of the module docstring (greedy; ``questions`` of each set)."""
+def check(model: Any, processor: Any, level: int, questions: int, gate_ratio: Optional[float] = None) -> dict[str, Any]:
+    """The held-out measurements of the module docstring (greedy; ``questions`` of each set); below the last
+    level, also reading at the current level at the smallest box (``gate_ratio`` None) or a centred ``gate_ratio`` x box."""
     indices = range(questions)
     task = SyntheticTask(questions, seed=CHECK_SEED, **FREEFORM_TASK)
     row: dict[str, Any] = {
@@ -201,8 +203,17 @@ def check(model: Any, processor: Any, level: int, questions: int) -> dict[str, A
     }
     if level < len(READING_LEVELS) - 1:
         at_level = level_task(level, questions, seed=CHECK_SEED)
-        row["read_smallest_at_level"] = reading_by_type(model, processor, at_level, indices, None)
+        row[at_level_key(gate_ratio)] = reading_by_type(model, processor, at_level, indices, gate_ratio)
     return row
+
+
+def at_level_key(gate_ratio: Optional[float]) -> str:
+    """The log key of reading at the current level.
+
+    >>> at_level_key(None), at_level_key(1.6)
+    ('read_smallest_at_level', 'read_1.6x_at_level')
+    """
+    return "read_smallest_at_level" if gate_ratio is None else f"read_{gate_ratio:g}x_at_level"
 
 
 def base_curves(log: Sequence[dict[str, Any]]) -> dict[str, list[Optional[float]]]:
@@ -214,7 +225,9 @@ def base_curves(log: Sequence[dict[str, Any]]) -> dict[str, list[Optional[float]
     curves: dict[str, list[Optional[float]]] = {"step": [e["step"] for e in log], "level": [e["level"] for e in log]}
     kinds = sorted({k for e in log for k in e.get("read_smallest", {})})
     for kind in kinds:
-        for key, label in (("read_smallest", "smallest box"), ("read_1.6x", "1.6x box"), ("read_smallest_at_level", "smallest box, current level")):
+        gated = sorted({k for e in log for k in e if k.startswith("read_") and k.endswith("_at_level")})
+        at_level = [(k, f"{k[len('read_'):-len('_at_level')]} box, current level") for k in gated]
+        for key, label in [("read_smallest", "smallest box"), ("read_1.6x", "1.6x box"), *at_level]:
             curves[f"reading {kind}, {label}"] = [e.get(key, {}).get(kind) for e in log]
     for part, label in (("grounding", "grounding"), ("task_turn1", "task turn 1")):
         for key in ("valid_box_rate", "mean_iou", "tight_hit_rate"):
@@ -280,8 +293,8 @@ def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings
                 + [rows.guessing(i) for i in pick(settings.guessing_rows)])
 
     def record(step: int, losses: list[float]) -> None:
-        measured = check(model, processor, levels.level, settings.check_questions)
-        reading_here = measured.get("read_smallest_at_level", measured["read_smallest"])
+        measured = check(model, processor, levels.level, settings.check_questions, settings.gate_ratio)
+        reading_here = measured.get(at_level_key(settings.gate_ratio), measured["read_smallest"])
         entry = {"step": step, "level": levels.level, "loss": round(float(np.mean(losses)), 4) if losses else None, **measured}
         entry["level_moved"] = levels.record(mean_reading(reading_here))
         entry["level_next"] = levels.level

@@ -85,12 +85,13 @@ def test_the_base_curves_follow_the_log_and_leave_gaps_where_a_check_lacks_a_val
         {"step": 0, "level": 0, "read_smallest": {"colour": 0.3, "checker_half": 0.2}, "read_smallest_at_level": {"colour": 0.5},
          "grounding": {"mean_iou": 0.0, "valid_box_rate": 0.1}, "task_turn1": {"tight_hit_rate": 0.0}, "level_moved": True},
         {"step": 50, "level": 1, "read_smallest": {"colour": 0.6, "checker_half": 0.4}, "grounding": {"mean_iou": 0.2, "valid_box_rate": 0.5},
-         "task_turn1": {"tight_hit_rate": 0.1}},
+         "task_turn1": {"tight_hit_rate": 0.1}, "read_1.6x_at_level": {"colour": 0.7}},
     ]
     curves = base_curves(log)
     assert curves["step"] == [0, 50] and curves["level"] == [0, 1]
     assert curves["reading colour, smallest box"] == [0.3, 0.6] and curves["reading checker_half, smallest box"] == [0.2, 0.4]
     assert curves["reading colour, smallest box, current level"] == [0.5, None]
+    assert curves["reading colour, 1.6x box, current level"] == [None, 0.7]  # a run gated on a wider box (gate_ratio)
     assert curves["grounding mean iou"] == [0.0, 0.2] and curves["task turn 1 tight hit rate"] == [0.0, 0.1]
     assert curves["task turn 1 mean iou"] == [None, None]
     assert plot_base_log(log, tmp_path / "curves.png").stat().st_size > 10_000
