@@ -1132,12 +1132,14 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep", "freeform-base", "freeform-rl"],
+    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep", "freeform-base", "freeform-rl",
+                                                                   "freeform-compare", "freeform-report"],
                         help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs; "
                         "gates: a checkpoint's gate measurements and where its grounding boxes land; "
                         "leak-sweep: what crops of each size reveal of the free-form task's attribute; "
                         "freeform-base: base abilities for the free-form task from --checkpoint (resumes in --output); "
-                        "freeform-rl: one RL run of --method on the free-form task from --checkpoint")
+                        "freeform-rl: one RL run of --method on the free-form task from --checkpoint; "
+                        "freeform-compare: every method and --seeds from --checkpoint, then the report; freeform-report: redraw it from --output")
     parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one); leak-sweep: the VLM to read crops as a second reader")
     parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
@@ -1150,11 +1152,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=RUN_THREADS, help="freeform-base, freeform-rl: torch threads")
     parser.add_argument("--base-settings", default=None, help="freeform-base: FreeformBaseSettings fields as JSON, e.g. '{\"reading_most\": 1.25}'")
     parser.add_argument("--method", default="mgpo", help="freeform-rl: mgpo, grpo-equal-tokens, random-box, fixed-box or oracle")
+    parser.add_argument("--methods", nargs="+", default=None, help="freeform-compare: a subset of the methods (default: all five)")
     parser.add_argument("--fixed-box", default=None, help="freeform-rl with --method fixed-box: the box as fixed:x1,y1,x2,y2 (view pixels)")
     parser.add_argument("--from-scratch", action="store_true", help="with 'all': retrain the supervised stages instead of using the committed checkpoint")
     args = parser.parse_args(argv)
 
-    freeform = args.command in ("freeform-base", "freeform-rl")
+    freeform = args.command.startswith("freeform")
     settings = RLSettings(**json.loads(args.settings)) if args.settings and not freeform else RLSettings()
     seeds = args.seeds
     if args.quick and not args.settings:
@@ -1206,6 +1209,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_method(checkpoint, args.method, args.seed, rl, args.output, fixed_box=fixed)
         if args.method == "fixed-box" and not args.fixed_box:
             (args.output / "fixed_box.json").write_text(json.dumps(found, indent=2) + "\n")
+        return 0
+    if args.command in ("freeform-compare", "freeform-report"):  # every method, several seeds, one report
+        from .freeform_compare import FINAL_EVAL_SEED, compare_freeform, write_report as write_freeform_report
+        from .freeform_rl import METHODS as FREEFORM_METHODS
+        from .freeform_rl import FreeformRLSettings
+
+        if args.command == "freeform-report":
+            write_freeform_report(args.output)
+            return 0
+        if args.checkpoint is None:
+            print("error: freeform-compare needs --checkpoint (the free-form warm-start)", file=sys.stderr)
+            return 2
+        chosen = {"eval_seed": FINAL_EVAL_SEED, **json.loads(args.settings or "{}"), **({"steps": args.steps} if args.steps else {})}
+        methods = args.methods or list(FREEFORM_METHODS)
+        compare_freeform(args.checkpoint, args.output, FreeformRLSettings(**chosen), args.seeds, methods, lanes=args.lanes)
         return 0
     if args.command == "gates":
         print(json.dumps(measure_gates(checkpoint), indent=2))

@@ -1,0 +1,200 @@
+"""The free-form comparison: every method of :mod:`emergence.freeform_rl`, several RL seeds, one report.
+
+All runs start from one checkpoint with one set of trainer settings
+(:class:`~emergence.freeform_rl.FreeformRLSettings`); the best fixed box is searched once, on
+training questions, before any run (``fixed_box.json``). Runs go in parallel lanes, one CPU
+thread each, as ``python benchmarks/emergence.py freeform-rl ...`` subprocesses, so a crash
+loses one run, and a rerun of the report reads whatever runs finished. Held-out questions come
+from ``FINAL_EVAL_SEED``, a dataset seed that no probe, check or curriculum choice has used.
+
+The report (:func:`write_report`): ``emergence.json`` (per method and seed: accuracy, valid-box
+rate, tight hit rate under :data:`~emergence.freeform_task.HIT_CAP`, mean IoU and median box
+area over target area, before and after, with every evaluation in between),
+``emergence.md`` (the table, mean ± std over seeds; settings; commands) and
+``emergence_curves.png`` (each measure over RL steps).
+
+    python benchmarks/emergence.py freeform-compare --checkpoint CKPT --output outputs/freeform --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .experiment import REPOSITORY_ROOT, _fmt, _mean_std, _repository_relative, _run_parallel, software_record
+from .freeform_rl import METHODS, FreeformRLSettings
+from .freeform_task import HIT_CAP
+
+FINAL_EVAL_SEED = 47
+"""Dataset seed of the comparison's held-out questions: used by no probe, check or curriculum."""
+
+METHOD_NAMES = {
+    "mgpo": "MGPO (own box)",
+    "grpo-equal-tokens": "GRPO, one view at equal tokens",
+    "random-box": "random-box control",
+    "fixed-box": "best fixed box",
+    "oracle": "oracle crop (upper bound)",
+}
+
+MEASURES = ("accuracy", "valid_box_rate", "tight_hit_rate", "mean_iou", "median_area_ratio")
+"""What each evaluation reports, in table order; tight_hit_rate is the issue's hit rate."""
+
+
+def run_commands(checkpoint: Path, output: Path, settings: FreeformRLSettings, seeds: Sequence[int], methods: Sequence[str],
+                 fixed_rule: Optional[str] = None) -> list[list[str]]:
+    """One ``freeform-rl`` command per method and seed, MGPO first (the longest runs)."""
+    script = [sys.executable, str(REPOSITORY_ROOT / "benchmarks" / "emergence.py"), "freeform-rl"]
+    chosen = json.dumps({k: v for k, v in asdict(settings).items() if k != "threads"})
+    commands = []
+    for seed in seeds:
+        for method in methods:
+            command = script + ["--method", method, "--seed", str(seed), "--checkpoint", str(checkpoint),
+                                "--output", str(output / "runs" / f"{method}-seed{seed}"), "--threads", "1", "--settings", chosen]
+            if method == "fixed-box":
+                if not fixed_rule:
+                    raise ValueError("the fixed-box method needs its rule (fixed:x1,y1,x2,y2); search it first")
+                command += ["--fixed-box", fixed_rule]
+            commands.append(command)
+    commands.sort(key=lambda c: METHODS[c[c.index("--method") + 1]][1] != "")  # the model's own box first
+    return commands
+
+
+def compare_freeform(checkpoint: Path, output: Path, settings: FreeformRLSettings, seeds: Sequence[int],
+                     methods: Sequence[str] = tuple(METHODS), lanes: int = 2) -> dict[str, Any]:
+    """Search the fixed box, run every method and seed, then write the report into ``output``."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    started = time.perf_counter()
+    output.mkdir(parents=True, exist_ok=True)
+    record = {**asdict(settings), "threads": 1, "seeds": list(seeds), "methods": list(methods), "checkpoint": str(checkpoint),
+              "software": dict(software_record(), torch_threads=1)}
+    (output / "settings.json").write_text(json.dumps(record, indent=2) + "\n")
+    rule = None
+    if "fixed-box" in methods:
+        found_path = output / "fixed_box.json"
+        if not found_path.exists():
+            from .freeform_rl import best_fixed_box
+
+            found_path.write_text(json.dumps(best_fixed_box(checkpoint), indent=2) + "\n")
+        rule = json.loads(found_path.read_text())["rule"]
+        print(f"[freeform-compare] the best fixed box on training questions: {rule}", flush=True)
+    _run_parallel(run_commands(checkpoint, output, settings, seeds, methods, rule), lanes, output / "logs")
+    return write_report(output, time.perf_counter() - started)
+
+
+def collect_runs(output: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every finished run's evaluations under ``output/runs``, by method, in seed order."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((output / "runs").glob("*-seed*/evals.jsonl")):
+        method, seed = path.parent.name.rsplit("-seed", 1)
+        evals = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        runs.setdefault(method, []).append({"seed": int(seed), "evals": sorted(evals, key=lambda e: e["step"])})
+    for method in runs:
+        runs[method].sort(key=lambda r: r["seed"])
+    return {m: runs[m] for m in [*METHODS, *sorted(set(runs) - set(METHODS))] if m in runs}
+
+
+def results_record(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``emergence.json``'s runs: per method and seed, each measure before and after, and every evaluation."""
+    record: dict[str, Any] = {}
+    for method, seeds in runs.items():
+        record[method] = [
+            {"seed": run["seed"], "before": {k: run["evals"][0].get(k) for k in MEASURES}, "after": {k: run["evals"][-1].get(k) for k in MEASURES},
+             "steps": run["evals"][-1]["step"], "curve": [{"step": e["step"], **{k: e.get(k) for k in MEASURES}} for e in run["evals"]]}
+            for run in seeds
+        ]
+    return record
+
+
+def _cell(values: Sequence[Any]) -> str:
+    numbers = [float(v) for v in values if v is not None]
+    return _fmt(*_mean_std(numbers)) if numbers else "—"
+
+
+def results_table(record: dict[str, Any]) -> str:
+    """Mean ± std over seeds of each measure, before -> after RL."""
+    header = ["method", "seeds", "accuracy before", "accuracy after", "valid boxes after", f"hit rate (<= {HIT_CAP:g}x) before",
+              "hit rate after", "mean IoU before", "mean IoU after", "median area / target after"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, seeds in record.items():
+        box = METHODS.get(method, ("two_turn",))[0] != "single_turn"
+
+        def both(key: str) -> list[str]:
+            return [_cell([s["before"][key] for s in seeds]), _cell([s["after"][key] for s in seeds])] if box else ["— (no box)", "—"]
+
+        cells = [METHOD_NAMES.get(method, method), str(len(seeds)), *[_cell([s[w]["accuracy"] for s in seeds]) for w in ("before", "after")],
+                 _cell([s["after"]["valid_box_rate"] for s in seeds]) if box else "—", *both("tight_hit_rate"), *both("mean_iou"),
+                 _cell([s["after"]["median_area_ratio"] for s in seeds]) if box else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(record: dict[str, Any], path: Path) -> Path:
+    """Each measure over RL steps, per method: the mean over seeds and their range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = {"accuracy": "held-out accuracy", "valid_box_rate": "valid-box rate", "tight_hit_rate": f"hit rate (holds the target, <= {HIT_CAP:g}x)",
+              "mean_iou": "mean IoU with the target", "median_area_ratio": "median box area / target area"}
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.8))
+    for ax, key in zip(axes, MEASURES):
+        for method, seeds in record.items():
+            if key != "accuracy" and METHODS.get(method, ("two_turn",))[0] == "single_turn":
+                continue
+            length = min(len(s["curve"]) for s in seeds)
+            steps = [e["step"] for e in seeds[0]["curve"][:length]]
+            values = np.array([[np.nan if e[key] is None else e[key] for e in s["curve"][:length]] for s in seeds], dtype=float)
+            (line,) = ax.plot(steps, np.nanmean(values, 0), marker=".", label=f"{METHOD_NAMES.get(method, method)} ({len(seeds)})")
+            if len(seeds) > 1:
+                ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), color=line.get_color(), alpha=0.15)
+        ax.set_title(titles[key], fontsize=9)
+        ax.set_xlabel("RL step")
+        if key != "median_area_ratio":
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Free-form grounding: held-out evaluation (greedy) over RL, mean and range over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any]:
+    """``emergence.json``, ``emergence.md`` and ``emergence_curves.png`` from the runs on disk in ``output``."""
+    settings_path = output / "settings.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    if seconds is None and (output / "emergence.json").exists():  # a redraw keeps the recorded wall time
+        seconds = json.loads((output / "emergence.json").read_text()).get("seconds")
+    record = results_record(collect_runs(output))
+    if not record:
+        raise FileNotFoundError(f"no finished run under {output / 'runs'}")
+    fixed = json.loads((output / "fixed_box.json").read_text()) if (output / "fixed_box.json").exists() else None
+    data = {"runs": record, "hit_cap": HIT_CAP, "seconds": seconds, "fixed_box": fixed and fixed["rule"],
+            "settings": {k: v for k, v in settings.items() if k != "software"}, "software": settings.get("software")}
+    if "checkpoint" in data["settings"]:
+        data["settings"]["checkpoint"] = _repository_relative(data["settings"]["checkpoint"])
+    (output / "emergence.json").write_text(json.dumps(data, indent=2) + "\n")
+    plot_curves(record, output / "emergence_curves.png")
+    table = results_table(record)
+    minutes = f"{seconds / 60:.1f} min" if seconds else "not recorded"
+    lines = ["# Free-form grounding: MGPO against baselines that could win without it", "",
+             "```bash", f"python benchmarks/emergence.py freeform-compare --checkpoint {data['settings'].get('checkpoint', 'CKPT')} --output {_repository_relative(str(output))}",
+             "```", "", "Held-out evaluation (greedy), mean ± std over RL seeds:", "", table, "",
+             f"A hit is a crop that holds the target and is at most {HIT_CAP:g}x its side (the leak sweep's reading window). "
+             f"Wall time of the comparison: {minutes} (two lanes, one CPU thread each).", ""]
+    if fixed:
+        lines += [f"The best fixed box, searched on training questions before any run: `{fixed['rule']}`.", ""]
+    lines += ["Settings (the same for every method): `" + json.dumps(data["settings"]) + "`", "", "![curves](emergence_curves.png)", ""]
+    (output / "emergence.md").write_text("\n".join(lines))
+    print(table, flush=True)
+    return data

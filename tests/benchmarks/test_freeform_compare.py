@@ -1,0 +1,61 @@
+"""The free-form comparison's commands and report, on run folders written here (no training)."""
+
+import json
+
+import pytest
+
+from emergence.freeform_compare import FINAL_EVAL_SEED, collect_runs, results_record, results_table, run_commands, write_report
+from emergence.freeform_rl import FreeformRLSettings
+from emergence.freeform_supervised import CHECK_SEED
+
+
+def _write_run(output, method, seed, curve):
+    folder = output / "runs" / f"{method}-seed{seed}"
+    folder.mkdir(parents=True)
+    rows = [{"method": method, "seed": seed, "step": step, "accuracy": acc, "valid_box_rate": 1.0, "tight_hit_rate": hit, "mean_iou": iou,
+             "median_area_ratio": 2.0} for step, acc, hit, iou in curve]
+    (folder / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))  # out of order on purpose
+
+
+def test_each_method_and_seed_gets_one_command_with_the_same_settings(tmp_path):
+    settings = FreeformRLSettings(eval_seed=FINAL_EVAL_SEED, learning_rate=3e-5)
+    commands = run_commands(tmp_path / "ck", tmp_path / "out", settings, [0, 1], ["random-box", "mgpo", "fixed-box"], "fixed:1,2,40,41")
+    assert len(commands) == 6
+    assert [c[c.index("--method") + 1] for c in commands][:2] == ["mgpo", "mgpo"]  # the model's own box first
+    chosen = {json.loads(c[c.index("--settings") + 1])["learning_rate"] for c in commands}
+    assert chosen == {3e-5} and all(json.loads(c[c.index("--settings") + 1])["eval_seed"] == FINAL_EVAL_SEED for c in commands)
+    outputs = sorted(c[c.index("--output") + 1] for c in commands)
+    assert outputs[0].endswith("fixed-box-seed0") and len(set(outputs)) == 6
+    fixed = [c for c in commands if "fixed-box" in c]
+    assert all(c[c.index("--fixed-box") + 1] == "fixed:1,2,40,41" for c in fixed)
+    with pytest.raises(ValueError, match="search it first"):
+        run_commands(tmp_path, tmp_path, settings, [0], ["fixed-box"])
+
+
+def test_the_final_evaluation_seed_is_no_probe_seed():
+    assert FINAL_EVAL_SEED not in (CHECK_SEED, 120, 12, 11, 0, 1, 2, 3)
+
+
+def test_the_report_gives_before_after_per_method_and_seed(tmp_path):
+    _write_run(tmp_path, "mgpo", 0, [(0, 0.3, 0.1, 0.05), (50, 0.7, 0.6, 0.3)])
+    _write_run(tmp_path, "mgpo", 1, [(0, 0.3, 0.1, 0.05), (50, 0.5, 0.4, 0.2)])
+    _write_run(tmp_path, "grpo-equal-tokens", 0, [(0, 0.25, None, None), (50, 0.3, None, None)])
+    runs = collect_runs(tmp_path)
+    assert list(runs) == ["mgpo", "grpo-equal-tokens"] and [r["seed"] for r in runs["mgpo"]] == [0, 1]
+    record = results_record(runs)
+    assert record["mgpo"][0]["before"]["accuracy"] == 0.3 and record["mgpo"][0]["after"]["tight_hit_rate"] == 0.6
+    table = results_table(record).splitlines()
+    mgpo = table[2].split(" | ")
+    assert mgpo[1:4] == ["2", "0.300 ± 0.000", "0.600 ± 0.141"]  # mean and sample std of 0.7 and 0.5
+    assert "— (no box)" in table[3]
+    data = write_report(tmp_path, seconds=600.0)
+    saved = json.loads((tmp_path / "emergence.json").read_text())
+    assert saved["runs"]["mgpo"][1]["after"]["mean_iou"] == 0.2 and saved["seconds"] == 600.0 and data["hit_cap"] == saved["hit_cap"]
+    assert (tmp_path / "emergence_curves.png").stat().st_size > 10_000
+    assert "10.0 min" in (tmp_path / "emergence.md").read_text()
+    assert write_report(tmp_path)["seconds"] == 600.0  # a redraw keeps the recorded wall time
+
+
+def test_a_report_without_runs_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        write_report(tmp_path)
