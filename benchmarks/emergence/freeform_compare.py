@@ -115,6 +115,8 @@ def results_record(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def _cell(values: Sequence[Any]) -> str:
     numbers = [float(v) for v in values if v is not None]
+    if len(numbers) == 1:  # one seed: no spread to show
+        return f"{numbers[0]:.3f}"
     return _fmt(*_mean_std(numbers)) if numbers else "—"
 
 

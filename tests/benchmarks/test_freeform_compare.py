@@ -59,3 +59,9 @@ def test_the_report_gives_before_after_per_method_and_seed(tmp_path):
 def test_a_report_without_runs_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished run"):
         write_report(tmp_path)
+
+
+def test_one_seed_shows_its_value_without_a_spread(tmp_path):
+    _write_run(tmp_path, "oracle", 3, [(0, 0.8, 0.9, 0.5), (10, 0.85, 0.9, 0.5)])
+    row = results_table(results_record(collect_runs(tmp_path))).splitlines()[2]
+    assert row.startswith("| oracle crop (upper bound) | 1 | 0.800 | 0.850 | 1.000 | 0.900 |")
