@@ -14,7 +14,7 @@ one of four cells. This task is built against the leak sweep
   the tightest crops (probes, thirteenth round). A 1568-pixel canvas was tried first: its
   128-token view (5.1x smaller, close to an odd factor, where a checker's residue is
   largest) let the colour pair through to the sweep's reader;
-* one target of 256 or 288 pixels (26 or 29 view pixels) anywhere on the canvas, in a
+* one target of 256 or 288 pixels (35 or 40 view pixels) anywhere on the canvas, in a
   56-pixel frame of a named colour (``FRAME_COLOURS``) that the question names ("inside
   the small red frame"); the clutter is muted, so the frame is the only saturated
   object. A frame this thick looks like the solid shapes that grounding pretraining
