@@ -1158,6 +1158,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     freeform = args.command.startswith("freeform")
+    if freeform and args.quick:
+        parser.error("--quick runs the cell version's comparison; the free-form commands take --steps, --seeds and --settings")
+    if args.command == "freeform-base" and args.settings:
+        parser.error("freeform-base takes its settings as --base-settings")
     settings = RLSettings(**json.loads(args.settings)) if args.settings and not freeform else RLSettings()
     seeds = args.seeds
     if args.quick and not args.settings:

@@ -61,7 +61,7 @@ def run_commands(checkpoint: Path, output: Path, settings: FreeformRLSettings, s
                     raise ValueError("the fixed-box method needs its rule (fixed:x1,y1,x2,y2); search it first")
                 command += ["--fixed-box", fixed_rule]
             commands.append(command)
-    commands.sort(key=lambda c: METHODS[c[c.index("--method") + 1]][1] != "")  # the model's own box first
+    commands.sort(key=lambda c: c[c.index("--method") + 1] != "mgpo")  # MGPO first: the longest runs
     return commands
 
 
@@ -71,29 +71,35 @@ def compare_freeform(checkpoint: Path, output: Path, settings: FreeformRLSetting
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    seeds = list(dict.fromkeys(seeds))  # a repeated seed would have two runs write one folder
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    record = {**asdict(settings), "threads": 1, "seeds": list(seeds), "methods": list(methods), "checkpoint": str(checkpoint),
+    record = {**asdict(settings), "threads": 1, "lanes": lanes, "seeds": seeds, "methods": list(methods), "checkpoint": str(checkpoint),
               "software": dict(software_record(), torch_threads=1)}
     (output / "settings.json").write_text(json.dumps(record, indent=2) + "\n")
     rule = None
     if "fixed-box" in methods:
         found_path = output / "fixed_box.json"
-        if not found_path.exists():
+        found = json.loads(found_path.read_text()) if found_path.exists() else {}
+        if found.get("checkpoint") != str(checkpoint):  # searched with other weights: search again
             from .freeform_rl import best_fixed_box
 
-            found_path.write_text(json.dumps(best_fixed_box(checkpoint), indent=2) + "\n")
-        rule = json.loads(found_path.read_text())["rule"]
+            found = {**best_fixed_box(checkpoint), "checkpoint": str(checkpoint)}
+            found_path.write_text(json.dumps(found, indent=2) + "\n")
+        rule = found["rule"]
         print(f"[freeform-compare] the best fixed box on training questions: {rule}", flush=True)
     _run_parallel(run_commands(checkpoint, output, settings, seeds, methods, rule), lanes, output / "logs")
     return write_report(output, time.perf_counter() - started)
 
 
-def collect_runs(output: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every finished run's evaluations under ``output/runs``, by method, in seed order."""
+def collect_runs(output: Path, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None) -> dict[str, list[dict[str, Any]]]:
+    """Every finished run's evaluations under ``output/runs``, by method, in seed order; only
+    ``methods`` and ``seeds`` where given (the comparison's own, not older runs left in the folder)."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for path in sorted((output / "runs").glob("*-seed*/evals.jsonl")):
         method, seed = path.parent.name.rsplit("-seed", 1)
+        if (methods is not None and method not in methods) or (seeds is not None and int(seed) not in seeds):
+            continue
         evals = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         runs.setdefault(method, []).append({"seed": int(seed), "evals": sorted(evals, key=lambda e: e["step"])})
     for method in runs:
@@ -115,9 +121,10 @@ def results_record(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def _cell(values: Sequence[Any]) -> str:
     numbers = [float(v) for v in values if v is not None]
+    missing = f" (of {len(numbers)})" if 0 < len(numbers) < len(values) else ""  # seeds without a value
     if len(numbers) == 1:  # one seed: no spread to show
-        return f"{numbers[0]:.3f}"
-    return _fmt(*_mean_std(numbers)) if numbers else "—"
+        return f"{numbers[0]:.3f}{missing}"
+    return _fmt(*_mean_std(numbers)) + missing if numbers else "—"
 
 
 def results_table(record: dict[str, Any]) -> str:
@@ -177,10 +184,10 @@ def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any
     settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
     if seconds is None and (output / "emergence.json").exists():  # a redraw keeps the recorded wall time
         seconds = json.loads((output / "emergence.json").read_text()).get("seconds")
-    record = results_record(collect_runs(output))
+    record = results_record(collect_runs(output, settings.get("methods"), settings.get("seeds")))
     if not record:
         raise FileNotFoundError(f"no finished run under {output / 'runs'}")
-    fixed = json.loads((output / "fixed_box.json").read_text()) if (output / "fixed_box.json").exists() else None
+    fixed = json.loads((output / "fixed_box.json").read_text()) if (output / "fixed_box.json").exists() and "fixed-box" in record else None
     data = {"runs": record, "hit_cap": HIT_CAP, "seconds": seconds, "fixed_box": fixed and fixed["rule"],
             "settings": {k: v for k, v in settings.items() if k != "software"}, "software": settings.get("software")}
     if "checkpoint" in data["settings"]:
@@ -189,11 +196,17 @@ def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any
     plot_curves(record, output / "emergence_curves.png")
     table = results_table(record)
     minutes = f"{seconds / 60:.1f} min" if seconds else "not recorded"
+    chosen = data["settings"]
+    command = (f"python benchmarks/emergence.py freeform-compare --checkpoint {chosen.get('checkpoint', 'CKPT')} --output {_repository_relative(str(output))}"
+               + (f" --seeds {' '.join(str(s) for s in chosen['seeds'])}" if chosen.get("seeds") else "")
+               + (f" --methods {' '.join(chosen['methods'])}" if chosen.get("methods") else "")
+               + (f" --lanes {chosen['lanes']}" if chosen.get("lanes") else ""))
+    run_settings = {k: v for k, v in chosen.items() if k in FreeformRLSettings.__dataclass_fields__ and k != "threads"}
     lines = ["# Free-form grounding: MGPO against baselines that could win without it", "",
-             "```bash", f"python benchmarks/emergence.py freeform-compare --checkpoint {data['settings'].get('checkpoint', 'CKPT')} --output {_repository_relative(str(output))}",
+             "```bash", command + (f" --settings '{json.dumps(run_settings)}'" if run_settings else ""),
              "```", "", "Held-out evaluation (greedy), mean ± std over RL seeds:", "", table, "",
              f"A hit is a crop that holds the target and is at most {HIT_CAP:g}x its side (the leak sweep's reading window). "
-             f"Wall time of the comparison: {minutes} (two lanes, one CPU thread each).", ""]
+             f"Wall time of the comparison: {minutes} ({chosen.get('lanes', '?')} lanes, one CPU thread each).", ""]
     if fixed:
         lines += [f"The best fixed box, searched on training questions before any run: `{fixed['rule']}`.", ""]
     lines += ["Settings (the same for every method): `" + json.dumps(data["settings"]) + "`", "", "![curves](emergence_curves.png)", ""]

@@ -294,7 +294,7 @@ def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings
 
     def record(step: int, losses: list[float]) -> None:
         measured = check(model, processor, levels.level, settings.check_questions, settings.gate_ratio)
-        reading_here = measured.get(at_level_key(settings.gate_ratio), measured["read_smallest"])
+        reading_here = measured["read_smallest"] if levels.last else measured[at_level_key(settings.gate_ratio)]
         entry = {"step": step, "level": levels.level, "loss": round(float(np.mean(losses)), 4) if losses else None, **measured}
         entry["level_moved"] = levels.record(mean_reading(reading_here))
         entry["level_next"] = levels.level

@@ -19,13 +19,13 @@ def _write_run(output, method, seed, curve):
 
 def test_each_method_and_seed_gets_one_command_with_the_same_settings(tmp_path):
     settings = FreeformRLSettings(eval_seed=FINAL_EVAL_SEED, learning_rate=3e-5)
-    commands = run_commands(tmp_path / "ck", tmp_path / "out", settings, [0, 1], ["random-box", "mgpo", "fixed-box"], "fixed:1,2,40,41")
-    assert len(commands) == 6
-    assert [c[c.index("--method") + 1] for c in commands][:2] == ["mgpo", "mgpo"]  # the model's own box first
+    commands = run_commands(tmp_path / "ck", tmp_path / "out", settings, [0, 1], ["random-box", "grpo-equal-tokens", "mgpo", "fixed-box"], "fixed:1,2,40,41")
+    assert len(commands) == 8
+    assert [c[c.index("--method") + 1] for c in commands][:2] == ["mgpo", "mgpo"]  # the longest runs first
     chosen = {json.loads(c[c.index("--settings") + 1])["learning_rate"] for c in commands}
     assert chosen == {3e-5} and all(json.loads(c[c.index("--settings") + 1])["eval_seed"] == FINAL_EVAL_SEED for c in commands)
     outputs = sorted(c[c.index("--output") + 1] for c in commands)
-    assert outputs[0].endswith("fixed-box-seed0") and len(set(outputs)) == 6
+    assert outputs[0].endswith("fixed-box-seed0") and len(set(outputs)) == 8
     fixed = [c for c in commands if "fixed-box" in c]
     assert all(c[c.index("--fixed-box") + 1] == "fixed:1,2,40,41" for c in fixed)
     with pytest.raises(ValueError, match="search it first"):
@@ -39,7 +39,7 @@ def test_the_final_evaluation_seed_is_no_probe_seed():
 def test_the_report_gives_before_after_per_method_and_seed(tmp_path):
     _write_run(tmp_path, "mgpo", 0, [(0, 0.3, 0.1, 0.05), (50, 0.7, 0.6, 0.3)])
     _write_run(tmp_path, "mgpo", 1, [(0, 0.3, 0.1, 0.05), (50, 0.5, 0.4, 0.2)])
-    _write_run(tmp_path, "grpo-equal-tokens", 0, [(0, 0.25, None, None), (50, 0.3, None, None)])
+    _write_run(tmp_path, "grpo-equal-tokens", 0, [(0, 0.25, 0.0, 0.0), (50, 0.3, 0.0, 0.0)])  # one turn: no crop, as the evaluation writes it
     runs = collect_runs(tmp_path)
     assert list(runs) == ["mgpo", "grpo-equal-tokens"] and [r["seed"] for r in runs["mgpo"]] == [0, 1]
     record = results_record(runs)
@@ -65,3 +65,38 @@ def test_one_seed_shows_its_value_without_a_spread(tmp_path):
     _write_run(tmp_path, "oracle", 3, [(0, 0.8, 0.9, 0.5), (10, 0.85, 0.9, 0.5)])
     row = results_table(results_record(collect_runs(tmp_path))).splitlines()[2]
     assert row.startswith("| oracle crop (upper bound) | 1 | 0.800 | 0.850 | 1.000 | 0.900 |")
+
+
+def test_the_command_line_hands_settings_and_the_final_seed_on(monkeypatch, tmp_path):
+    """freeform-compare defaults to the fresh evaluation seed, --settings overrides it; freeform-rl passes its settings."""
+    import emergence.freeform_compare as compare_module
+    import emergence.freeform_rl as rl_module
+    from emergence.experiment import main
+
+    seen = {}
+    monkeypatch.setattr(compare_module, "compare_freeform", lambda ck, out, settings, seeds, methods, lanes: seen.update(
+        compare=(settings, list(seeds), list(methods), lanes)))
+    monkeypatch.setattr(rl_module, "run_method", lambda ck, method, seed, settings, out, fixed_box=None: seen.update(rl=(method, seed, settings, fixed_box)))
+    assert main(["freeform-compare", "--checkpoint", str(tmp_path), "--output", str(tmp_path / "o"), "--seeds", "4", "5", "--methods", "mgpo", "oracle"]) == 0
+    settings, seeds, methods, lanes = seen["compare"]
+    assert (settings.eval_seed, seeds, methods, lanes) == (FINAL_EVAL_SEED, [4, 5], ["mgpo", "oracle"], 2)
+    main(["freeform-compare", "--checkpoint", str(tmp_path), "--output", str(tmp_path / "o"), "--settings", '{"eval_seed": 5, "top_p": 0.7}', "--steps", "9"])
+    assert (seen["compare"][0].eval_seed, seen["compare"][0].top_p, seen["compare"][0].steps) == (5, 0.7, 9)
+    main(["freeform-rl", "--method", "fixed-box", "--fixed-box", "fixed:1,1,40,40", "--seed", "3", "--checkpoint", str(tmp_path),
+          "--output", str(tmp_path / "r"), "--threads", "1", "--settings", '{"learning_rate": 3e-05, "top_p": 0.7}'])
+    method, seed, settings, fixed = seen["rl"]
+    assert (method, seed, settings.learning_rate, settings.top_p, settings.threads, fixed) == ("fixed-box", 3, 3e-05, 0.7, 1, "fixed:1,1,40,40")
+    with pytest.raises(SystemExit):
+        main(["freeform-compare", "--quick", "--checkpoint", str(tmp_path)])
+
+
+def test_a_report_keeps_to_the_comparisons_own_methods_and_seeds(tmp_path):
+    """Runs left in the folder by an earlier comparison do not enter this one's table."""
+    _write_run(tmp_path, "mgpo", 0, [(0, 0.3, 0.1, 0.05), (10, 0.4, 0.2, 0.1)])
+    _write_run(tmp_path, "mgpo", 9, [(0, 0.3, 0.1, 0.05), (10, 0.9, 0.9, 0.9)])
+    _write_run(tmp_path, "oracle", 0, [(0, 0.8, 0.9, 0.5), (10, 0.85, 0.9, 0.5)])
+    (tmp_path / "settings.json").write_text(json.dumps({"methods": ["mgpo"], "seeds": [0], "lanes": 1, "learning_rate": 3e-5}))
+    data = write_report(tmp_path, seconds=60.0)
+    assert list(data["runs"]) == ["mgpo"] and [r["seed"] for r in data["runs"]["mgpo"]] == [0]
+    page = (tmp_path / "emergence.md").read_text()
+    assert "--seeds 0 --methods mgpo --lanes 1 --settings '{\"learning_rate\": 3e-05}'" in page and "1 lanes" in page
