@@ -154,6 +154,7 @@ def plot_curves(record: dict[str, Any], path: Path) -> Path:
 
     titles = {"accuracy": "held-out accuracy", "valid_box_rate": "valid-box rate", "tight_hit_rate": f"hit rate (holds the target, <= {HIT_CAP:g}x)",
               "mean_iou": "mean IoU with the target", "median_area_ratio": "median box area / target area"}
+    colours = {method: f"C{i}" for i, method in enumerate([*METHODS, *sorted(set(record) - set(METHODS))])}  # one colour a method in every panel
     fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.8))
     for ax, key in zip(axes, MEASURES):
         for method, seeds in record.items():
@@ -162,9 +163,9 @@ def plot_curves(record: dict[str, Any], path: Path) -> Path:
             length = min(len(s["curve"]) for s in seeds)
             steps = [e["step"] for e in seeds[0]["curve"][:length]]
             values = np.array([[np.nan if e[key] is None else e[key] for e in s["curve"][:length]] for s in seeds], dtype=float)
-            (line,) = ax.plot(steps, np.nanmean(values, 0), marker=".", label=f"{METHOD_NAMES.get(method, method)} ({len(seeds)})")
+            ax.plot(steps, np.nanmean(values, 0), marker=".", color=colours[method], label=f"{METHOD_NAMES.get(method, method)} ({len(seeds)})")
             if len(seeds) > 1:
-                ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), color=line.get_color(), alpha=0.15)
+                ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), color=colours[method], alpha=0.15)
         ax.set_title(titles[key], fontsize=9)
         ax.set_xlabel("RL step")
         if key != "median_area_ratio":
