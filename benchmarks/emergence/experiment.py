@@ -1130,6 +1130,15 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
     return summary
 
 
+def _option_fields(text: Optional[str], steps: Optional[int], **more: Any) -> dict[str, Any]:
+    """Settings fields from a JSON option, with ``--steps`` (when given) and ``more`` on top.
+
+    >>> _option_fields('{"steps": 5, "top_p": 0.7}', 9, threads=1)
+    {'steps': 9, 'top_p': 0.7, 'threads': 1}
+    """
+    return {**json.loads(text or "{}"), **({"steps": steps} if steps else {}), **more}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
     parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep", "freeform-base", "freeform-rl",
@@ -1193,14 +1202,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "freeform-base":  # base abilities for the free-form task (the start of its pipeline)
         from .freeform_supervised import FreeformBaseSettings, train_freeform_base
 
-        chosen = {**json.loads(args.base_settings or "{}"), **({"steps": args.steps} if args.steps else {}), "threads": args.threads}
+        chosen = _option_fields(args.base_settings, args.steps, threads=args.threads)
         base = FreeformBaseSettings(**chosen)
         train_freeform_base(args.output, checkpoint, base)
         return 0
     if args.command == "freeform-rl":  # one RL run on the free-form task
         from .freeform_rl import FreeformRLSettings, run_method
 
-        chosen = {**json.loads(args.settings or "{}"), **({"steps": args.steps} if args.steps else {}), "threads": args.threads}
+        chosen = _option_fields(args.settings, args.steps, threads=args.threads)
         rl = FreeformRLSettings(**chosen)
         fixed = args.fixed_box
         if args.method == "fixed-box" and not fixed:  # search it on training questions with the starting weights
@@ -1225,7 +1234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.checkpoint is None:
             print("error: freeform-compare needs --checkpoint (the free-form warm-start)", file=sys.stderr)
             return 2
-        chosen = {"eval_seed": FINAL_EVAL_SEED, **json.loads(args.settings or "{}"), **({"steps": args.steps} if args.steps else {})}
+        chosen = {"eval_seed": FINAL_EVAL_SEED, **_option_fields(args.settings, args.steps)}
         methods = args.methods or list(FREEFORM_METHODS)
         compare_freeform(args.checkpoint, args.output, FreeformRLSettings(**chosen), args.seeds, methods, lanes=args.lanes)
         return 0

@@ -46,6 +46,11 @@ MEASURES = ("accuracy", "valid_box_rate", "tight_hit_rate", "mean_iou", "median_
 """What each evaluation reports, in table order; tight_hit_rate is the issue's hit rate."""
 
 
+def has_box(method: str) -> bool:
+    """Whether ``method`` plays a turn-1 box (every method but the single-turn baseline)."""
+    return METHODS.get(method, ("two_turn",))[0] != "single_turn"
+
+
 def run_commands(checkpoint: Path, output: Path, settings: FreeformRLSettings, seeds: Sequence[int], methods: Sequence[str],
                  fixed_rule: Optional[str] = None) -> list[list[str]]:
     """One ``freeform-rl`` command per method and seed, MGPO first (the longest runs)."""
@@ -111,11 +116,11 @@ def results_record(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """``emergence.json``'s runs: per method and seed, each measure before and after, and every evaluation."""
     record: dict[str, Any] = {}
     for method, seeds in runs.items():
-        record[method] = [
-            {"seed": run["seed"], "before": {k: run["evals"][0].get(k) for k in MEASURES}, "after": {k: run["evals"][-1].get(k) for k in MEASURES},
-             "steps": run["evals"][-1]["step"], "curve": [{"step": e["step"], **{k: e.get(k) for k in MEASURES}} for e in run["evals"]]}
-            for run in seeds
-        ]
+        record[method] = []
+        for run in seeds:
+            curve = [{"step": e["step"], **{k: e.get(k) for k in MEASURES}} for e in run["evals"]]
+            first, last = ({k: point[k] for k in MEASURES} for point in (curve[0], curve[-1]))
+            record[method].append({"seed": run["seed"], "before": first, "after": last, "steps": curve[-1]["step"], "curve": curve})
     return record
 
 
@@ -133,7 +138,7 @@ def results_table(record: dict[str, Any]) -> str:
               "hit rate after", "mean IoU before", "mean IoU after", "median area / target after"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, seeds in record.items():
-        box = METHODS.get(method, ("two_turn",))[0] != "single_turn"
+        box = has_box(method)
 
         def both(key: str) -> list[str]:
             return [_cell([s["before"][key] for s in seeds]), _cell([s["after"][key] for s in seeds])] if box else ["— (no box)", "—"]
@@ -158,7 +163,7 @@ def plot_curves(record: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES), 3.8))
     for ax, key in zip(axes, MEASURES):
         for method, seeds in record.items():
-            if key != "accuracy" and METHODS.get(method, ("two_turn",))[0] == "single_turn":
+            if key != "accuracy" and not has_box(method):
                 continue
             length = min(len(s["curve"]) for s in seeds)
             steps = [e["step"] for e in seeds[0]["curve"][:length]]

@@ -224,9 +224,9 @@ def base_curves(log: Sequence[dict[str, Any]]) -> dict[str, list[Optional[float]
     """
     curves: dict[str, list[Optional[float]]] = {"step": [e["step"] for e in log], "level": [e["level"] for e in log]}
     kinds = sorted({k for e in log for k in e.get("read_smallest", {})})
+    gated = sorted({k for e in log for k in e if k.startswith("read_") and k.endswith("_at_level")})
+    at_level = [(k, f"{k[len('read_'):-len('_at_level')]} box, current level") for k in gated]
     for kind in kinds:
-        gated = sorted({k for e in log for k in e if k.startswith("read_") and k.endswith("_at_level")})
-        at_level = [(k, f"{k[len('read_'):-len('_at_level')]} box, current level") for k in gated]
         for key, label in [("read_smallest", "smallest box"), ("read_1.6x", "1.6x box"), *at_level]:
             curves[f"reading {kind}, {label}"] = [e.get(key, {}).get(kind) for e in log]
     for part, label in (("grounding", "grounding"), ("task_turn1", "task turn 1")):

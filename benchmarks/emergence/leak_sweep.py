@@ -211,9 +211,9 @@ def plot_sweep(data: dict[str, Any], path: Any, vlm: Optional[dict[str, Any]] = 
         (line,) = ax.plot(list(crops), list(crops.values()), marker="o", label=f"pixel classifier: {result['question_type']}")
         ax.scatter([12 + 4 * i for i in range(len(whole))], list(whole.values()), marker="s", color=line.get_color())
         ax.axhline(result["chance_bound"], color="gray", lw=0.6, ls=":")
-    for i, name in enumerate(views(data["results"][0]["accuracy"])):
-        ax.annotate(name.replace("view, ", "view\n"), (12 + 4 * i, 0.05), ha="center", fontsize=7)
     view_names = list(views(data["results"][0]["accuracy"]))
+    for i, name in enumerate(view_names):
+        ax.annotate(name.replace("view, ", "view\n"), (12 + 4 * i, 0.05), ha="center", fontsize=7)
     for name, curve in (vlm or data.get("vlm") or {}).items():
         crops = dict(sorted(crop_ratios(curve).items()))
         (line,) = ax.plot(list(crops), list(crops.values()), marker="^", ls="--", label=f"tiny VLM: {name}")
