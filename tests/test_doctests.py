@@ -1,4 +1,4 @@
-"""The docstring examples of mgpo_datasets, mgpo_tools and mgpo_agents, run under their import names.
+"""The docstring examples of mgpo_datasets, mgpo_tools, mgpo_agents and the emergence benchmark, run under their import names.
 
 (pytest's --doctest-modules would import ``envs/``, ``tools/`` and ``agents/`` by their folder
 names, a second copy of each module next to the installed one.)
@@ -10,7 +10,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("mgpo_datasets", "mgpo_tools", "mgpo_agents")
+PACKAGES = ("mgpo_datasets", "mgpo_tools", "mgpo_agents", "emergence")
 
 
 def _modules() -> list[str]:
