@@ -30,13 +30,14 @@ Qwen2.5-VL on the synthetic task, in stages that each end with a measured gate:
 4. **Evaluation** on held-out questions never seen in training, before, during
    and after RL: accuracy, valid-box rate, crop hit rate and IoU.
 
-Run everything: ``python benchmarks/emergence.py`` (``--quick`` for one seed
-each and fewer steps). See ``benchmarks/results/emergence.md``.
+This is the *cell version*, superseded by the free-form experiment (its boxes were one of
+four cells; ``benchmarks/results/emergence_cell.md`` and the audit on the probes page). Run
+it with ``python benchmarks/emergence.py cell`` (``--quick`` for one seed each and fewer
+steps); the command line is :mod:`emergence.commands`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -896,10 +897,10 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
         "# Grounding from a binary reward, in miniature (MGPO vs GRPO on CPU)", "",
         "Commands (2-core CPU, one torch thread per run):", "",
         "```bash",
-        "python benchmarks/emergence.py supervised --output outputs/emergence   # base abilities, control, warm-start checkpoint",
-        "python benchmarks/emergence.py --output outputs/emergence              # RL comparison from the committed checkpoint, 3 seeds",
-        "python benchmarks/emergence.py --quick --output outputs/emergence-quick",
-        "python benchmarks/emergence.py gates --checkpoint DIR                  # re-measure a checkpoint's gates",
+        "python benchmarks/emergence.py cell-supervised --output outputs/emergence-cell   # base abilities, control, warm-start checkpoint",
+        "python benchmarks/emergence.py cell --output outputs/emergence-cell              # RL comparison from the committed checkpoint, 3 seeds",
+        "python benchmarks/emergence.py cell --quick --output outputs/emergence-cell-quick",
+        "python benchmarks/emergence.py cell-gates --checkpoint DIR                       # re-measure a checkpoint's gates",
         "```", "",
         "The committed checkpoint is `benchmarks/checkpoints/emergence-warmstart` (its `supervised.json` is the stage record "
         "below); the probes that shaped the supervised curriculum: `emergence_probes.md`.", "",
@@ -1040,11 +1041,7 @@ def episode_picture(checkpoint: Path, path: Path, index: Optional[int] = None, s
     ``index=None`` shows the first of the held-out questions whose crop holds the target
     (so the picture shows what a successful episode looks like), else question ``index``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from .episode_picture import draw_episodes, play_episodes
 
     settings = settings or RLSettings()
     task = evaluation_task(settings)
@@ -1059,31 +1056,10 @@ def episode_picture(checkpoint: Path, path: Path, index: Optional[int] = None, s
 
         greedy_evaluation(model, processor, lambda: make_env(task), range(min(40, len(task))), on_episode_end=note_hit)
         index = min(hits) if hits else 0
-    shown: list[tuple[list, Trajectory]] = []
-    greedy_evaluation(model, processor, lambda: make_env(task), [index], on_episode_end=lambda env, episode: shown.append((env.unwrapped.chat_images(), episode)))
-    images, trajectory = shown[0]
-    info = trajectory.info
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
-    view = images[0]
-    axes[0].imshow(view)
-    scale = view.width / info["original_image_size"][0]
-    for box, colour, label in ((info.get("target_box"), "lime", "annotated target"), (info.get("crop_box"), "red", "model's box")):
-        if box:
-            x1, y1, x2, y2 = (v * scale for v in box)
-            axes[0].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=2, label=label))
-    axes[0].legend(loc="lower right", fontsize=8)
-    axes[0].set_title(f"turn 1, the {view.width}px view: reply {trajectory.replies[0]!r}")
-    if len(images) > 1:
-        axes[1].imshow(images[1])
-    answer = trajectory.replies[-1]
-    axes[1].set_title(f"turn 2, the crop: reply {answer!r} ({'correct' if info.get('correct') else 'wrong'}; truth {task[index].answer})")
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(task[index].question, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return {"index": index, "replies": trajectory.replies, "correct": bool(info.get("correct")), "crop_box": info.get("crop_box"), "target_box": info.get("target_box")}
+    shown = play_episodes(model, processor, lambda: make_env(task), [index])
+    draw_episodes(shown, [task[index].answer], path, task[index].question, per_row=1)
+    info, replies = shown[0][1].info, shown[0][1].replies
+    return {"index": index, "replies": replies, "correct": bool(info.get("correct")), "crop_box": info.get("crop_box"), "target_box": info.get("target_box")}
 
 
 # ----------------------------------------------------------------------- CLI
@@ -1099,12 +1075,12 @@ def compare(checkpoint: Path, output: Path, settings: RLSettings, seeds: Sequenc
     (output / "rl_settings.json").write_text(json.dumps(record, indent=2) + "\n")
     me = [sys.executable, str(REPOSITORY_ROOT / "benchmarks" / "emergence.py")]
     common = ["--checkpoint", str(checkpoint), "--output", str(output), "--settings", json.dumps(asdict(settings))]
-    commands = [me + ["before", "--protocol", p] + common for p in METHODS]
+    commands = [me + ["cell-before", "--protocol", p] + common for p in METHODS]
     for seed in seeds:
         for protocol in METHODS:  # interleaved, so the two lanes carry similar loads
-            commands.append(me + ["rl", "--protocol", protocol, "--seed", str(seed)] + common)
+            commands.append(me + ["cell-rl", "--protocol", protocol, "--seed", str(seed)] + common)
     # Longest first: MGPO runs take about three times a GRPO run.
-    commands.sort(key=lambda c: (c[len(me)] != "rl", "two_turn" not in c))
+    commands.sort(key=lambda c: (c[len(me)] != "cell-rl", "two_turn" not in c))
     _run_parallel(commands, lanes, output / "logs")
     seconds = time.perf_counter() - started
     return write_report(output, seconds, checkpoint)
@@ -1128,132 +1104,3 @@ def write_report(output: Path, seconds: float, checkpoint: Path) -> dict[str, An
     print(table)
     print(f"RL comparison took {seconds / 60:.1f} min")
     return summary
-
-
-def _option_fields(text: Optional[str], steps: Optional[int], **more: Any) -> dict[str, Any]:
-    """Settings fields from a JSON option, with ``--steps`` (when given) and ``more`` on top.
-
-    >>> _option_fields('{"steps": 5, "top_p": 0.7}', 9, threads=1)
-    {'steps': 9, 'top_p': 0.7, 'threads': 1}
-    """
-    return {**json.loads(text or "{}"), **({"steps": steps} if steps else {}), **more}
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description="The MGPO-vs-GRPO miniature on CPU (see the module docstring).")
-    parser.add_argument("command", nargs="?", default="all", choices=["all", "supervised", "compare", "rl", "before", "report", "gates", "leak-sweep", "freeform-base", "freeform-rl",
-                                                                   "freeform-compare", "freeform-report"],
-                        help="all: supervised stages (unless --checkpoint) then the comparison; rl/before are the comparison's jobs; "
-                        "gates: a checkpoint's gate measurements and where its grounding boxes land; "
-                        "leak-sweep: what crops of each size reveal of the free-form task's attribute; "
-                        "freeform-base: base abilities for the free-form task from --checkpoint (resumes in --output); "
-                        "freeform-rl: one RL run of --method on the free-form task from --checkpoint; "
-                        "freeform-compare: every method and --seeds from --checkpoint, then the report; freeform-report: redraw it from --output")
-    parser.add_argument("--output", type=Path, default=Path("outputs/emergence"))
-    parser.add_argument("--checkpoint", type=Path, default=None, help="warm-start checkpoint to start RL from (default: the committed one); leak-sweep: the VLM to read crops as a second reader")
-    parser.add_argument("--quick", action="store_true", help="one seed each and fewer steps (about 10 minutes)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="RL steps (default 120, quick 60)")
-    parser.add_argument("--lanes", type=int, default=2, help="runs in parallel (one CPU thread each)")
-    parser.add_argument("--protocol", choices=list(METHODS), default="two_turn")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--settings", type=str, default=None, help="RL settings as JSON (RLSettings fields; freeform-rl: FreeformRLSettings fields), e.g. '{\"temperature\": 0.6}'")
-    parser.add_argument("--threads", type=int, default=RUN_THREADS, help="freeform-base, freeform-rl: torch threads")
-    parser.add_argument("--base-settings", default=None, help="freeform-base: FreeformBaseSettings fields as JSON, e.g. '{\"reading_most\": 1.25}'")
-    parser.add_argument("--method", default="mgpo", help="freeform-rl: mgpo, grpo-equal-tokens, random-box, fixed-box or oracle")
-    parser.add_argument("--methods", nargs="+", default=None, help="freeform-compare: a subset of the methods (default: all five)")
-    parser.add_argument("--fixed-box", default=None, help="freeform-rl with --method fixed-box: the box as fixed:x1,y1,x2,y2 (view pixels)")
-    parser.add_argument("--from-scratch", action="store_true", help="with 'all': retrain the supervised stages instead of using the committed checkpoint")
-    args = parser.parse_args(argv)
-
-    freeform = args.command.startswith("freeform")
-    if freeform and args.quick:
-        parser.error("--quick runs the cell version's comparison; the free-form commands take --steps, --seeds and --settings")
-    if args.command == "freeform-base" and args.settings:
-        parser.error("freeform-base takes its settings as --base-settings")
-    settings = RLSettings(**json.loads(args.settings)) if args.settings and not freeform else RLSettings()
-    seeds = args.seeds
-    if args.quick and not args.settings:
-        settings = RLSettings(steps=60, eval_every=60)
-        seeds = seeds[:1]
-    if args.steps is not None:
-        settings.steps = args.steps
-        settings.eval_every = min(settings.eval_every, args.steps)
-    checkpoint = args.checkpoint or COMMITTED_CHECKPOINT
-
-    if args.command == "rl":
-        run_rl(checkpoint, args.protocol, args.seed, settings, args.output / "runs" / f"{args.protocol}-seed{args.seed}")
-        return 0
-    if args.command == "before":
-        evaluate_checkpoint(checkpoint, args.protocol, settings, args.output / f"before-{args.protocol}.json")
-        return 0
-    if args.command == "leak-sweep":  # what crops of each size reveal of the free-form task's attribute
-        from .freeform_task import FREEFORM_TASK
-        from .leak_sweep import markdown_table, run_leak_sweep
-
-        vlm = None
-        if args.checkpoint is not None:  # the trained VLM as a second reader
-            from .freeform_supervised import vlm_reading_curves
-
-            torch.set_num_threads(args.threads)
-            vlm = vlm_reading_curves(args.checkpoint)
-        print(markdown_table(run_leak_sweep(FREEFORM_TASK, args.output, vlm=vlm)))
-        return 0
-    if args.command == "freeform-base":  # base abilities for the free-form task (the start of its pipeline)
-        from .freeform_supervised import FreeformBaseSettings, train_freeform_base
-
-        chosen = _option_fields(args.base_settings, args.steps, threads=args.threads)
-        base = FreeformBaseSettings(**chosen)
-        train_freeform_base(args.output, checkpoint, base)
-        return 0
-    if args.command == "freeform-rl":  # one RL run on the free-form task
-        from .freeform_rl import FreeformRLSettings, run_method
-
-        chosen = _option_fields(args.settings, args.steps, threads=args.threads)
-        rl = FreeformRLSettings(**chosen)
-        fixed = args.fixed_box
-        if args.method == "fixed-box" and not fixed:  # search it on training questions with the starting weights
-            from .freeform_rl import best_fixed_box
-
-            torch.set_num_threads(args.threads)
-            found = best_fixed_box(checkpoint)
-            fixed = found["rule"]
-            print(f"[fixed-box] {json.dumps(found['confirmed'])}: using {fixed}", flush=True)
-        run_method(checkpoint, args.method, args.seed, rl, args.output, fixed_box=fixed)
-        if args.method == "fixed-box" and not args.fixed_box:
-            (args.output / "fixed_box.json").write_text(json.dumps(found, indent=2) + "\n")
-        return 0
-    if args.command in ("freeform-compare", "freeform-report"):  # every method, several seeds, one report
-        from .freeform_compare import FINAL_EVAL_SEED, compare_freeform, write_report as write_freeform_report
-        from .freeform_rl import METHODS as FREEFORM_METHODS
-        from .freeform_rl import FreeformRLSettings
-
-        if args.command == "freeform-report":
-            write_freeform_report(args.output)
-            return 0
-        if args.checkpoint is None:
-            print("error: freeform-compare needs --checkpoint (the free-form warm-start)", file=sys.stderr)
-            return 2
-        chosen = {"eval_seed": FINAL_EVAL_SEED, **_option_fields(args.settings, args.steps)}
-        methods = args.methods or list(FREEFORM_METHODS)
-        compare_freeform(args.checkpoint, args.output, FreeformRLSettings(**chosen), args.seeds, methods, lanes=args.lanes)
-        return 0
-    if args.command == "gates":
-        print(json.dumps(measure_gates(checkpoint), indent=2))
-        return 0
-    if args.command == "report":  # redraw from the runs on disk, keeping the recorded wall time
-        previous = args.output / "summary.json"
-        seconds = json.loads(previous.read_text()).get("seconds", float("nan")) if previous.exists() else float("nan")
-        write_report(args.output, seconds, checkpoint)
-        return 0
-    if args.command == "supervised" or (args.command == "all" and args.from_scratch):
-        report = train_base_and_warmstart(args.output / "supervised", StageSettings())
-        checkpoint = args.output / "supervised" / "warmstart"
-        if args.command == "supervised":
-            print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
-            return 0
-    if not (checkpoint / "config.json").exists():
-        print(f"error: no warm-start checkpoint at {checkpoint}; run with --from-scratch (or the 'supervised' command) first", file=sys.stderr)
-        return 2
-    compare(checkpoint, args.output, settings, seeds, args.lanes)
-    return 0

@@ -11,7 +11,8 @@ The report (:func:`write_report`): ``emergence.json`` (per method and seed: accu
 rate, tight hit rate under :data:`~emergence.freeform_task.HIT_CAP`, mean IoU and median box
 area over target area, before and after, with every evaluation in between),
 ``emergence.md`` (the table, mean ± std over seeds; settings; commands) and
-``emergence_curves.png`` (each measure over RL steps).
+``emergence_curves.png`` (each measure over RL steps) and ``emergence_episodes.png`` (the first
+held-out questions played by the trained MGPO weights of the lowest seed, hits and misses alike).
 
     python benchmarks/emergence.py freeform-compare --checkpoint CKPT --output outputs/freeform --seeds 0 1 2
 """
@@ -30,6 +31,9 @@ import numpy as np
 from .experiment import REPOSITORY_ROOT, _fmt, _mean_std, _repository_relative, _run_parallel, software_record
 from .freeform_rl import METHODS, FreeformRLSettings
 from .freeform_task import HIT_CAP
+
+COMMITTED_BASE = REPOSITORY_ROOT / "benchmarks" / "checkpoints" / "freeform-base"
+"""The committed base of the free-form task (``supervised``'s base seed 0), where the comparison starts by default."""
 
 FINAL_EVAL_SEED = 47
 """Dataset seed of the comparison's held-out questions: used by no probe, check or curriculum."""
@@ -184,6 +188,41 @@ def plot_curves(record: dict[str, Any], path: Path) -> Path:
     return path
 
 
+EPISODES_SHOWN = 6
+
+
+def trained_mgpo(output: Path, seeds: Optional[Sequence[int]] = None) -> Optional[Path]:
+    """The last saved weights of the lowest-seed MGPO run under ``output/runs`` (of ``seeds`` where given), if any."""
+    found = []
+    for folder in (output / "runs").glob("mgpo-seed*"):
+        seed = int(folder.name.rsplit("-seed", 1)[1])
+        steps = sorted((folder / "checkpoints").glob("step-*"))
+        if steps and (seeds is None or seed in seeds):
+            found.append((seed, steps[-1]))
+    return min(found)[1] if found else None
+
+
+def episodes_picture(checkpoint: Path, eval_seed: int, questions: int, path: Path, count: int = EPISODES_SHOWN) -> dict[str, Any]:
+    """The first ``count`` held-out questions (of ``questions`` from ``eval_seed``) played greedily by ``checkpoint``."""
+    from mgpo_agents.qwen_processor import load_model
+    from mgpo_datasets.synthetic import SyntheticTask
+
+    from .episode_picture import draw_episodes, play_episodes
+    from .freeform_supervised import freeform_env
+    from .freeform_task import FREEFORM_TASK
+    from .position_code import load_task_processor
+
+    task = SyntheticTask(questions, seed=eval_seed, **FREEFORM_TASK)
+    indices = range(min(count, questions))
+    shown = play_episodes(load_model(checkpoint), load_task_processor(checkpoint), lambda: freeform_env(task), indices)
+    title = (f"Trained MGPO ({_repository_relative(str(checkpoint))}): the first {len(shown)} held-out questions (seed {eval_seed}), "
+             f"green the target, red the model's box")
+    draw_episodes(shown, [f"{task[i].answer}, {task[i].answer_text}" for i in indices], path, title, per_row=3)
+    return {"checkpoint": _repository_relative(str(checkpoint)), "questions": list(indices),
+            "episodes": [{"question": task[i].question, "replies": t.replies, "correct": bool(t.info.get("correct")),
+                          "crop_box": t.info.get("crop_box"), "target_box": t.info.get("target_box")} for i, (_, t) in zip(indices, shown)]}
+
+
 def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any]:
     """``emergence.json``, ``emergence.md`` and ``emergence_curves.png`` from the runs on disk in ``output``."""
     settings_path = output / "settings.json"
@@ -198,12 +237,18 @@ def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any
             "settings": {k: v for k, v in settings.items() if k != "software"}, "software": settings.get("software")}
     if "checkpoint" in data["settings"]:
         data["settings"]["checkpoint"] = _repository_relative(data["settings"]["checkpoint"])
+    trained = trained_mgpo(output, settings.get("seeds"))
+    if trained is not None:
+        data["episodes"] = episodes_picture(trained, settings.get("eval_seed", FreeformRLSettings.eval_seed),
+                                            settings.get("eval_questions", FreeformRLSettings.eval_questions), output / "emergence_episodes.png")
     (output / "emergence.json").write_text(json.dumps(data, indent=2) + "\n")
     plot_curves(record, output / "emergence_curves.png")
     table = results_table(record)
     minutes = f"{seconds / 60:.1f} min" if seconds else "not recorded"
     chosen = data["settings"]
-    command = (f"python benchmarks/emergence.py freeform-compare --checkpoint {chosen.get('checkpoint', 'CKPT')} --output {_repository_relative(str(output))}"
+    base = chosen.get("checkpoint", "CKPT")
+    start = "" if base == _repository_relative(str(COMMITTED_BASE)) else f" freeform-compare --checkpoint {base}"
+    command = (f"python benchmarks/emergence.py{start} --output {_repository_relative(str(output))}"
                + (f" --seeds {' '.join(str(s) for s in chosen['seeds'])}" if chosen.get("seeds") else "")
                + (f" --methods {' '.join(chosen['methods'])}" if chosen.get("methods") else "")
                + (f" --lanes {chosen['lanes']}" if chosen.get("lanes") else ""))
@@ -216,6 +261,10 @@ def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any
     if fixed:
         lines += [f"The best fixed box, searched on training questions before any run: `{fixed['rule']}`.", ""]
     lines += ["Settings (the same for every method): `" + json.dumps(data["settings"]) + "`", "", "![curves](emergence_curves.png)", ""]
+    if trained is not None:
+        correct = sum(e["correct"] for e in data["episodes"]["episodes"])
+        lines += [f"Trained episodes (`{data['episodes']['checkpoint']}`, the first {len(data['episodes']['questions'])} held-out questions, "
+                  f"{correct} answered correctly):", "", "![episodes](emergence_episodes.png)", ""]
     (output / "emergence.md").write_text("\n".join(lines))
     print(table, flush=True)
     return data

@@ -71,7 +71,7 @@ def test_the_command_line_hands_settings_and_the_final_seed_on(monkeypatch, tmp_
     """freeform-compare defaults to the fresh evaluation seed, --settings overrides it; freeform-rl passes its settings."""
     import emergence.freeform_compare as compare_module
     import emergence.freeform_rl as rl_module
-    from emergence.experiment import main
+    from emergence.commands import main
 
     seen = {}
     monkeypatch.setattr(compare_module, "compare_freeform", lambda ck, out, settings, seeds, methods, lanes: seen.update(
@@ -100,3 +100,34 @@ def test_a_report_keeps_to_the_comparisons_own_methods_and_seeds(tmp_path):
     assert list(data["runs"]) == ["mgpo"] and [r["seed"] for r in data["runs"]["mgpo"]] == [0]
     page = (tmp_path / "emergence.md").read_text()
     assert "--seeds 0 --methods mgpo --lanes 1 --settings '{\"learning_rate\": 3e-05}'" in page and "1 lanes" in page
+
+
+def test_the_trained_weights_shown_are_the_lowest_seed_mgpo_runs_last(tmp_path):
+    from emergence.freeform_compare import trained_mgpo
+
+    for seed, steps in ((2, ["step-000010"]), (1, ["step-000010", "step-000060"]), (0, [])):
+        for step in steps:
+            (tmp_path / "runs" / f"mgpo-seed{seed}" / "checkpoints" / step).mkdir(parents=True)
+    (tmp_path / "runs" / "oracle-seed0" / "checkpoints" / "step-000060").mkdir(parents=True)
+    assert trained_mgpo(tmp_path) == tmp_path / "runs" / "mgpo-seed1" / "checkpoints" / "step-000060"
+    assert trained_mgpo(tmp_path, seeds=[0, 2]) == tmp_path / "runs" / "mgpo-seed2" / "checkpoints" / "step-000010"
+    assert trained_mgpo(tmp_path, seeds=[0]) is None
+
+
+@pytest.mark.slow
+def test_the_episode_picture_plays_the_first_held_out_questions(tmp_path):
+    from PIL import Image
+
+    from emergence.freeform_compare import COMMITTED_BASE, episodes_picture
+    from emergence.freeform_task import FREEFORM_TASK
+    from mgpo_datasets.synthetic import SyntheticTask
+
+    shown = episodes_picture(COMMITTED_BASE, eval_seed=5, questions=10, path=tmp_path / "e.png", count=2)
+    task = SyntheticTask(10, seed=5, **FREEFORM_TASK)
+    assert shown["questions"] == [0, 1]
+    for i, episode in enumerate(shown["episodes"]):
+        assert episode["question"] == task[i].question
+        assert episode["target_box"] == pytest.approx(list(task[i].target_boxes[0]))
+        assert len(episode["replies"]) == (2 if episode["crop_box"] else len(episode["replies"]))
+    width, height = Image.open(tmp_path / "e.png").size
+    assert width > 2 * height  # one row of two episodes, two panels each
