@@ -223,6 +223,29 @@ def episodes_picture(checkpoint: Path, eval_seed: int, questions: int, path: Pat
                           "crop_box": t.info.get("crop_box"), "target_box": t.info.get("target_box")} for i, (_, t) in zip(indices, shown)]}
 
 
+def episode_rows(output: Path, method: str, seeds: Optional[Sequence[int]], label: str) -> list[dict[str, Any]]:
+    """The held-out episode rows of ``method``'s runs (of ``seeds`` where given) at evaluation ``label`` ("before", "after")."""
+    rows = []
+    for path in sorted((output / "runs").glob(f"{method}-seed*/eval/{label}-step*.jsonl")):
+        if seeds is None or int(path.parents[1].name.rsplit("-seed", 1)[1]) in seeds:
+            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def coverage_section(output: Path, seeds: Optional[Sequence[int]]) -> list[str]:
+    """The report's lines on what MGPO's crops held before and after RL (:mod:`emergence.hit_diagnostics`)."""
+    from .hit_diagnostics import coverage_markdown
+
+    lines: list[str] = []
+    for label in ("before", "after"):
+        rows = episode_rows(output, "mgpo", seeds, label)
+        if rows:
+            lines += [f"MGPO {label} RL, accuracy by what the crop held (episodes; all seeds pooled):", "", *coverage_markdown(rows), ""]
+    if lines:
+        lines = ["## What the crops held", "", "A hit needs the whole target inside the crop; the reward needs only the right answer.", "", *lines]
+    return lines
+
+
 def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any]:
     """``emergence.json``, ``emergence.md`` and ``emergence_curves.png`` from the runs on disk in ``output``."""
     settings_path = output / "settings.json"
@@ -261,6 +284,7 @@ def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any
     if fixed:
         lines += [f"The best fixed box, searched on training questions before any run: `{fixed['rule']}`.", ""]
     lines += ["Settings (the same for every method): `" + json.dumps(data["settings"]) + "`", "", "![curves](emergence_curves.png)", ""]
+    lines += coverage_section(output, settings.get("seeds"))
     if trained is not None:
         correct = sum(e["correct"] for e in data["episodes"]["episodes"])
         lines += [f"Trained episodes (`{data['episodes']['checkpoint']}`, the first {len(data['episodes']['questions'])} held-out questions, "

@@ -131,3 +131,19 @@ def test_the_episode_picture_plays_the_first_held_out_questions(tmp_path):
         assert len(episode["replies"]) == (2 if episode["crop_box"] else len(episode["replies"]))
     width, height = Image.open(tmp_path / "e.png").size
     assert width > 2 * height  # one row of two episodes, two panels each
+
+
+def test_the_report_says_what_mgpos_crops_held_from_its_own_seeds_only(tmp_path):
+    from emergence.freeform_compare import coverage_section, episode_rows
+
+    for seed, correct in ((0, True), (7, False)):
+        folder = tmp_path / "runs" / f"mgpo-seed{seed}" / "eval"
+        folder.mkdir(parents=True)
+        row = {"category": "colour", "crop_box": [0, 0, 30, 30], "target_box": [10, 10, 20, 20], "correct": correct}
+        (folder / "after-step60.jsonl").write_text(json.dumps(row) + "\n")
+    assert [r["correct"] for r in episode_rows(tmp_path, "mgpo", None, "after")] == [True, False]
+    assert episode_rows(tmp_path, "mgpo", [0], "before") == []
+    lines = coverage_section(tmp_path, [0])
+    assert "MGPO after RL, accuracy by what the crop held (episodes; all seeds pooled):" in lines
+    assert "| colour | 1.00 (1) | — | — | — |" in lines and not any(line.startswith("MGPO before") for line in lines)
+    assert coverage_section(tmp_path / "empty", None) == []
