@@ -30,7 +30,7 @@ import numpy as np
 
 from .experiment import REPOSITORY_ROOT, _fmt, _mean_std, _repository_relative, _run_parallel, software_record
 from .freeform_rl import METHODS, FreeformRLSettings
-from .freeform_task import HIT_CAP
+from .freeform_task import FREEFORM_TASK, HIT_CAP
 
 COMMITTED_BASE = REPOSITORY_ROOT / "benchmarks" / "checkpoints" / "freeform-base"
 """The committed base of the free-form task (``supervised``'s base seed 0), where the comparison starts by default."""
@@ -209,7 +209,6 @@ def episodes_picture(checkpoint: Path, eval_seed: int, questions: int, path: Pat
 
     from .episode_picture import draw_episodes, play_episodes
     from .freeform_supervised import freeform_env
-    from .freeform_task import FREEFORM_TASK
     from .position_code import load_task_processor
 
     task = SyntheticTask(questions, seed=eval_seed, **FREEFORM_TASK)
@@ -240,7 +239,8 @@ def coverage_section(output: Path, seeds: Optional[Sequence[int]]) -> list[str]:
     for label in ("before", "after"):
         rows = episode_rows(output, "mgpo", seeds, label)
         if rows:
-            lines += [f"MGPO {label} RL, accuracy by what the crop held (episodes; all seeds pooled):", "", *coverage_markdown(rows), ""]
+            inner = (FREEFORM_TASK["frame_width"], HIT_CAP)
+            lines += [f"MGPO {label} RL, accuracy by what the crop held (episodes; all seeds pooled):", "", *coverage_markdown(rows, inner=inner), ""]
     if lines:
         lines = ["## What the crops held", "", "A hit needs the whole target inside the crop; the reward needs only the right answer.", "", *lines]
     return lines

@@ -9,7 +9,10 @@ two apart:
   cut it but keep more than half of it, keep half or less, or were no valid box;
 * :func:`hold_if_resized`: the share of valid boxes that would hold the target if each kept
   its centre and took a side of ``ratio`` x the target's, i.e. whether precision or size is
-  what keeps boxes from holding it.
+  what keeps boxes from holding it;
+* :func:`inner_hit_rate`: the share of episodes whose crop holds the target less its frame
+  (where the checker is) and is no larger than the hit cap: the region an answer needs,
+  beside the hit rate's whole target. A diagnostic, not the issue's hit rate.
 """
 
 from __future__ import annotations
@@ -72,8 +75,29 @@ def hold_if_resized(rows: Iterable[dict[str, Any]], ratios: Sequence[float]) -> 
     return {ratio: sum(all(o <= (ratio - 1) / 2 + 1e-9 for o in pair) for pair in offsets) / len(offsets) for ratio in ratios}
 
 
-def coverage_markdown(rows: Sequence[dict[str, Any]], ratios: Sequence[float] = (1.3, 1.5, 1.8)) -> list[str]:
-    """Both measures as Markdown lines: a table of accuracy by coverage, and one line of hold rates if resized."""
+def inner_hit_rate(rows: Sequence[dict[str, Any]], inset: float, cap: float) -> float:
+    """The share of ``rows`` whose crop holds the target shrunk by ``inset`` on every side and is at most ``cap`` x
+    the target's side on both axes (episodes without a valid box count as misses).
+
+    >>> rows = [{"crop_box": (8, 8, 32, 32), "target_box": (0, 0, 40, 40)}, {"crop_box": None, "target_box": (0, 0, 40, 40)}]
+    >>> inner_hit_rate(rows, inset=10, cap=1.8), inner_hit_rate(rows, inset=5, cap=1.8)
+    (0.5, 0.0)
+    """
+    def hit(crop: Optional[Sequence[float]], target: Sequence[float]) -> bool:
+        if not crop:
+            return False
+        inner = (target[0] + inset, target[1] + inset, target[2] - inset, target[3] - inset)
+        small = all(crop[a + 2] - crop[a] <= cap * (target[a + 2] - target[a]) for a in (0, 1))
+        return small and covered_fraction(crop, inner) >= 1.0
+
+    annotated = [row for row in rows if row.get("target_box")]
+    return sum(hit(row.get("crop_box"), row["target_box"]) for row in annotated) / len(annotated) if annotated else float("nan")
+
+
+def coverage_markdown(rows: Sequence[dict[str, Any]], ratios: Sequence[float] = (1.3, 1.5, 1.8),
+                      inner: Optional[tuple[float, float]] = None) -> list[str]:
+    """The measures as Markdown lines: a table of accuracy by coverage, a line of hold rates if resized, and with
+    ``inner`` = (inset, cap) the rate of crops that hold the target less its frame."""
     table = accuracy_by_coverage(rows)
     lines = ["| question type | " + " | ".join(COVERAGE_KINDS) + " |", "|---|" + "---|" * len(COVERAGE_KINDS)]
     for category, kinds in table.items():
@@ -82,4 +106,7 @@ def coverage_markdown(rows: Sequence[dict[str, Any]], ratios: Sequence[float] = 
     resized = hold_if_resized(rows, ratios)
     lines += ["", "The same box centres would hold the target at these sides (x the target's): "
               + ", ".join(f"{ratio:g}x: {share:.2f}" for ratio, share in resized.items()) + "."]
+    if inner is not None:
+        lines += ["", f"Crops that hold the target less its {inner[0]:g}-pixel frame (the checker's region) and are at most {inner[1]:g}x "
+                  f"the target's side: {inner_hit_rate(rows, *inner):.2f} of episodes."]
     return lines

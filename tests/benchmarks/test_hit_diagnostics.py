@@ -50,3 +50,15 @@ def test_accuracy_is_counted_per_question_type_and_coverage():
     assert lines[0] == "| question type | " + " | ".join(COVERAGE_KINDS) + " |"
     assert lines[2] == "| checker_half | — | — | — | 1.00 (1) |" and lines[3] == "| colour | 0.50 (2) | 1.00 (1) | 0.00 (1) | — |"
     assert lines[-1].endswith("1.5x: 0.50.")  # centres (15,15) twice, (21,20), (23.5,20): two within 0.25 x 10 px
+
+
+@settings(max_examples=200, deadline=None)
+@given(crop=boxes, target=boxes.filter(lambda b: b[2] - b[0] > 20 and b[3] - b[1] > 20), inset=st.integers(0, 10))
+def test_an_inner_hit_needs_the_inset_region_inside_and_a_crop_within_the_cap(crop, target, inset):
+    from emergence.hit_diagnostics import inner_hit_rate
+
+    inner = (target[0] + inset, target[1] + inset, target[2] - inset, target[3] - inset)
+    small = crop[2] - crop[0] <= 1.8 * (target[2] - target[0]) and crop[3] - crop[1] <= 1.8 * (target[3] - target[1])
+    assert inner_hit_rate([{"crop_box": crop, "target_box": target}], inset, 1.8) == float(contains(crop, inner) and small)
+    if contains(crop, target) and small:  # a hit on the whole target is a hit on its inside
+        assert inner_hit_rate([{"crop_box": crop, "target_box": target}], inset, 1.8) == 1.0
