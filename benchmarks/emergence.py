@@ -7,8 +7,8 @@
 ``--help`` lists the parts and the superseded cell version's commands. The experiment lives in
 ``benchmarks/emergence/`` (imported as ``emergence``: this script's folder is first on
 ``sys.path``, and a package wins over a module of the same name there); it uses the installed
-library like any user. Results go to ``outputs/emergence`` (``--output``), and
-``benchmarks/results/emergence.md`` quotes the committed run.
+library like any user. Results go to ``outputs/emergence`` (``--output``); the committed
+figures are in ``benchmarks/results/`` (the README's section on the miniature says which).
 """
 
 from emergence.commands import main

@@ -1,8 +1,8 @@
 """The miniature's command line: ``python benchmarks/emergence.py [command] [options]``.
 
-The free-form experiment (issue #23's; ``benchmarks/results/emergence.md``):
+The free-form experiment (issue #23's; the README's section on the miniature):
 
-    python benchmarks/emergence.py supervised      # the base pipeline from random weights, base seeds 0 and 1
+    python benchmarks/emergence.py supervised      # the base pipeline from random weights, base seeds 0 and 1 in parallel
     python benchmarks/emergence.py                 # every method x 3 RL seeds from the committed base
     python benchmarks/emergence.py --quick         # one RL seed, fewer steps (about 10 minutes)
     python benchmarks/emergence.py --from-scratch  # supervised, then the comparison from each base seed
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -44,10 +43,29 @@ from .experiment import (
 from .freeform_compare import COMMITTED_BASE as FREEFORM_CHECKPOINT
 
 QUICK_CHANGES = {"steps": 30, "eval_every": 30, "eval_questions": 60}
-"""What ``--quick`` changes in the comparison's settings (one RL seed besides)."""
+"""What ``--quick`` changes in the comparison's settings (one RL seed besides); ``--settings`` wins over it."""
+CELL_QUICK_CHANGES = {"steps": 60, "eval_every": 60}
 
-FREEFORM_COMMANDS = ["all", "supervised", "leak-sweep", "freeform-base", "freeform-rl", "freeform-compare", "freeform-report"]
-CELL_COMMANDS = ["cell", "cell-supervised", "cell-rl", "cell-before", "cell-report", "cell-gates"]
+_COMPARISON = {"output", "checkpoint", "quick", "from_scratch", "seeds", "base_seeds", "steps", "lanes", "settings", "methods", "threads"}
+OPTIONS: dict[str, set[str]] = {
+    "all": _COMPARISON,
+    "freeform-compare": _COMPARISON,
+    "supervised": {"output", "base_seeds", "lanes", "threads"},
+    "leak-sweep": {"output", "checkpoint", "threads"},
+    "freeform-base": {"output", "checkpoint", "steps", "base_settings", "threads"},
+    "freeform-rl": {"output", "checkpoint", "steps", "settings", "threads", "method", "fixed_box", "seed"},
+    "freeform-report": {"output"},
+    "cell": {"output", "checkpoint", "quick", "from_scratch", "seeds", "steps", "lanes", "settings"},
+    "cell-supervised": {"output"},
+    "cell-rl": {"output", "checkpoint", "steps", "settings", "seed", "protocol"},
+    "cell-before": {"output", "checkpoint", "settings", "protocol"},
+    "cell-report": {"output", "checkpoint"},
+    "cell-gates": {"checkpoint"},
+}
+"""The options each command reads; any other option given is refused rather than ignored."""
+
+FREEFORM_COMMANDS = [c for c in OPTIONS if not c.startswith("cell")]
+CELL_COMMANDS = [c for c in OPTIONS if c.startswith("cell")]
 
 
 def option_fields(text: Optional[str], steps: Optional[int], **more: Any) -> dict[str, Any]:
@@ -56,15 +74,32 @@ def option_fields(text: Optional[str], steps: Optional[int], **more: Any) -> dic
     >>> option_fields('{"steps": 5, "top_p": 0.7}', 9, threads=1)
     {'steps': 9, 'top_p': 0.7, 'threads': 1}
     """
-    return {**json.loads(text or "{}"), **({"steps": steps} if steps else {}), **more}
+    return {**json.loads(text or "{}"), **({"steps": steps} if steps is not None else {}), **more}
+
+
+def chosen_settings(cls: Any, text: Optional[str], steps: Optional[int], quick: Optional[dict[str, Any]] = None,
+                    base: Optional[dict[str, Any]] = None, **more: Any) -> Any:
+    """``cls`` from, in rising precedence: ``base``, ``quick``'s changes, ``--settings`` (``text``), ``--steps`` and ``more``;
+    evaluations at least every ``--steps`` when it is given.
+
+    >>> from emergence.freeform_rl import FreeformRLSettings
+    >>> s = chosen_settings(FreeformRLSettings, '{"eval_questions": 80}', 12, quick={"steps": 30, "eval_questions": 60}, base={"eval_seed": 47})
+    >>> (s.steps, s.eval_every, s.eval_questions, s.eval_seed)
+    (12, 12, 80, 47)
+    """
+    settings = cls(**{**(base or {}), **(quick or {}), **option_fields(text, steps, **more)})
+    if steps is not None and hasattr(settings, "eval_every"):
+        settings.eval_every = min(settings.eval_every, steps) or settings.eval_every
+    return settings
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("command", nargs="?", default="all", choices=FREEFORM_COMMANDS + CELL_COMMANDS, metavar="command",
+    p.add_argument("command", nargs="?", default="all", choices=list(OPTIONS), metavar="command",
                    help="all (default): the free-form comparison; supervised: its base pipeline; " + ", ".join(FREEFORM_COMMANDS[2:] + CELL_COMMANDS))
-    p.add_argument("--output", type=Path, default=None, help="results folder (default outputs/emergence, outputs/emergence-quick with --quick)")
+    p.add_argument("--output", type=Path, default=None, help="results folder (default outputs/emergence, outputs/emergence-quick with --quick; "
+                   "supervised: outputs/emergence/supervised; freeform-rl: outputs/emergence/runs/<method>-seed<seed>)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="the base RL starts from (default: the committed one of the command's version); freeform-base: its start; "
                    "leak-sweep: the VLM that reads crops as a second reader")
@@ -86,16 +121,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def check_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse options that the command would ignore."""
-    command = args.command
-    if args.quick and command not in ("all", "cell"):
-        p.error(f"--quick belongs to the comparisons (all, cell); {command} takes --steps, --seeds and --settings")
-    if args.from_scratch and command not in ("all", "cell"):
-        p.error(f"--from-scratch belongs to the comparisons (all, cell), not {command}")
-    if args.base_settings and command != "freeform-base":
-        p.error("--base-settings belongs to freeform-base")
-    if args.settings and command in ("supervised", "freeform-base", "leak-sweep", "freeform-report"):
-        p.error(f"{command} takes no RL settings")
+    """Refuse any option the command does not read (:data:`OPTIONS`), and --from-scratch with --checkpoint."""
+    defaults = vars(p.parse_args([]))
+    given = sorted(k for k, v in vars(args).items() if k != "command" and v != defaults[k])
+    ignored = [k for k in given if k not in OPTIONS[args.command]]
+    if ignored:
+        p.error(f"{args.command} does not take " + ", ".join("--" + k.replace("_", "-") for k in ignored))
     if args.from_scratch and args.checkpoint:
         p.error("--from-scratch builds its own checkpoint; leave out --checkpoint")
 
@@ -109,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or Path("outputs/emergence-quick" if args.quick else "outputs/emergence")
 
     if args.command == "supervised":
-        return 0 if supervise(output / "supervised", args.base_seeds, args.lanes, args.threads) else 1
+        return 0 if supervise(args.output or Path("outputs/emergence/supervised"), args.base_seeds, args.lanes, args.threads) else 1
     if args.command == "leak-sweep":  # what crops of each size reveal of the free-form task's attribute
         from .freeform_task import FREEFORM_TASK
         from .leak_sweep import markdown_table, run_leak_sweep
@@ -127,10 +158,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         if args.checkpoint is None:
             p.error("freeform-base needs --checkpoint (the weights the stage starts from)")
-        train_freeform_base(output, args.checkpoint, FreeformBaseSettings(**option_fields(args.base_settings, args.steps, threads=args.threads)))
+        train_freeform_base(args.output or Path("outputs/emergence/freeform-base"), args.checkpoint,
+                            chosen_settings(FreeformBaseSettings, args.base_settings, args.steps, threads=args.threads))
         return 0
     if args.command == "freeform-rl":  # one RL run on the free-form task
-        return freeform_rl(args, args.checkpoint or FREEFORM_CHECKPOINT, output)
+        return freeform_rl(args, args.checkpoint or FREEFORM_CHECKPOINT, args.output or Path(f"outputs/emergence/runs/{args.method}-seed{args.seed}"))
     if args.command == "freeform-report":
         from .freeform_compare import write_report
 
@@ -140,12 +172,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .freeform_compare import FINAL_EVAL_SEED, compare_freeform
     from .freeform_rl import METHODS, FreeformRLSettings
 
-    settings = FreeformRLSettings(**{"eval_seed": FINAL_EVAL_SEED, **option_fields(args.settings, None)})
-    seeds = args.seeds
-    if args.quick:
-        settings, seeds = replace(settings, **{k: v for k, v in QUICK_CHANGES.items() if k not in json.loads(args.settings or "{}")}), seeds[:1]
-    if args.steps:
-        settings = replace(settings, steps=args.steps, eval_every=min(settings.eval_every, args.steps))
+    settings = chosen_settings(FreeformRLSettings, args.settings, args.steps, quick=QUICK_CHANGES if args.quick else None,
+                               base={"eval_seed": FINAL_EVAL_SEED})
+    seeds = args.seeds[:1] if args.quick else args.seeds
     methods = args.methods or list(METHODS)
     if args.from_scratch:
         bases = supervise(output / "supervised", args.base_seeds, args.lanes, args.threads)
@@ -159,13 +188,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def supervise(output: Path, base_seeds: Sequence[int], lanes: int, threads: int) -> dict[int, Path]:
-    """The base pipeline for each seed (in parallel lanes of one thread when there are several); their checkpoints."""
+    """The base pipeline for each seed into ``output/seed-<s>`` (in parallel lanes of one thread when there are
+    several); their checkpoints, or nothing if a lane failed."""
     from .freeform_pipeline import run_pipeline
 
     base_seeds = list(dict.fromkeys(base_seeds))
     if len(base_seeds) == 1 or lanes == 1:
         return {s: run_pipeline(output / f"seed-{s}", seed=s, threads=threads) for s in base_seeds}
-    script = [sys.executable, str(REPOSITORY_ROOT / "benchmarks" / "emergence.py"), "supervised", "--output", str(output.parent), "--threads", "1"]
+    script = [sys.executable, str(REPOSITORY_ROOT / "benchmarks" / "emergence.py"), "supervised", "--output", str(output), "--threads", "1"]
     try:
         _run_parallel([script + ["--base-seeds", str(s), "--lanes", "1"] for s in base_seeds], lanes, output / "logs")
     except RuntimeError as failure:
@@ -177,28 +207,24 @@ def supervise(output: Path, base_seeds: Sequence[int], lanes: int, threads: int)
 def freeform_rl(args: argparse.Namespace, checkpoint: Path, output: Path) -> int:
     from .freeform_rl import FreeformRLSettings, best_fixed_box, run_method
 
-    rl = FreeformRLSettings(**option_fields(args.settings, args.steps, threads=args.threads))
+    rl = chosen_settings(FreeformRLSettings, args.settings, args.steps, threads=args.threads)
     fixed, found = args.fixed_box, None
     if args.method == "fixed-box" and not fixed:  # search it on training questions with the starting weights
         torch.set_num_threads(args.threads)
         found = best_fixed_box(checkpoint)
         fixed = found["rule"]
         print(f"[fixed-box] {json.dumps(found['confirmed'])}: using {fixed}", flush=True)
-        output.mkdir(parents=True, exist_ok=True)
+    run_method(checkpoint, args.method, args.seed, rl, output, fixed_box=fixed)  # starts by emptying ``output``
+    if found is not None:
         (output / "fixed_box.json").write_text(json.dumps(found, indent=2) + "\n")
-    run_method(checkpoint, args.method, args.seed, rl, output, fixed_box=fixed)
     return 0
 
 
 def cell_main(args: argparse.Namespace) -> int:
     """The cell version's commands (see :mod:`emergence.experiment`)."""
     output = args.output or Path("outputs/emergence-cell-quick" if args.quick else "outputs/emergence-cell")
-    settings = RLSettings(**json.loads(args.settings)) if args.settings else RLSettings()
-    seeds = args.seeds
-    if args.quick and not args.settings:
-        settings, seeds = RLSettings(steps=60, eval_every=60), seeds[:1]
-    if args.steps is not None:
-        settings.steps, settings.eval_every = args.steps, min(settings.eval_every, args.steps)
+    settings = chosen_settings(RLSettings, args.settings, args.steps, quick=CELL_QUICK_CHANGES if args.quick else None)
+    seeds = args.seeds[:1] if args.quick else args.seeds
     checkpoint = args.checkpoint or CELL_CHECKPOINT
     if args.command == "cell-rl":
         run_rl(checkpoint, args.protocol, args.seed, settings, output / "runs" / f"{args.protocol}-seed{args.seed}")

@@ -44,6 +44,8 @@ def draw_episodes(shown: Sequence[tuple[list[Any], Trajectory]], truths: Sequenc
 
     if not shown:
         raise ValueError("no episodes to draw")
+    if len(truths) != len(shown):
+        raise ValueError(f"{len(shown)} episodes but {len(truths)} true answers")
     per_row = min(per_row, len(shown))
     rows = -(-len(shown) // per_row)
     fig, axes = plt.subplots(rows, 2 * per_row, figsize=(5 * per_row, 2.9 * rows), squeeze=False)
@@ -64,9 +66,12 @@ def draw_episodes(shown: Sequence[tuple[list[Any], Trajectory]], truths: Sequenc
         else:
             crop_ax.text(0.5, 0.5, "no crop\n(no valid box)", ha="center", va="center", fontsize=8)
         crop_ax.set_title(episode_caption(trajectory, truth)[:60], fontsize=7)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:  # an episode without a valid box has no "model's box" to show
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=2, fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=100)

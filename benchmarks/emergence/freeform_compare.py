@@ -33,7 +33,7 @@ from .freeform_rl import METHODS, FreeformRLSettings
 from .freeform_task import FREEFORM_TASK, HIT_CAP
 
 COMMITTED_BASE = REPOSITORY_ROOT / "benchmarks" / "checkpoints" / "freeform-base"
-"""The committed base of the free-form task (``supervised``'s base seed 0), where the comparison starts by default."""
+"""The committed base of the free-form task, where the comparison starts by default (its ``stage.json`` says how it was built)."""
 
 FINAL_EVAL_SEED = 47
 """Dataset seed of the comparison's held-out questions: used by no probe, check or curriculum."""
@@ -101,18 +101,28 @@ def compare_freeform(checkpoint: Path, output: Path, settings: FreeformRLSetting
     return write_report(output, time.perf_counter() - started)
 
 
+def run_folders(output: Path, method: str = "*", seeds: Optional[Sequence[int]] = None) -> list[tuple[str, int, Path]]:
+    """The finished runs under ``output/runs`` (those with ``evals.jsonl``) as (method, seed, folder), by method
+    then seed; only ``seeds`` where given.
+
+    A folder is named ``<method>-seed<seed>``, as :func:`run_commands` writes it.
+    """
+    found = []
+    for evals in (output / "runs").glob(f"{method}-seed*/evals.jsonl"):
+        name, seed = evals.parent.name.rsplit("-seed", 1)
+        if seeds is None or int(seed) in seeds:
+            found.append((name, int(seed), evals.parent))
+    return sorted(found)
+
+
 def collect_runs(output: Path, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None) -> dict[str, list[dict[str, Any]]]:
     """Every finished run's evaluations under ``output/runs``, by method, in seed order; only
     ``methods`` and ``seeds`` where given (the comparison's own, not older runs left in the folder)."""
     runs: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted((output / "runs").glob("*-seed*/evals.jsonl")):
-        method, seed = path.parent.name.rsplit("-seed", 1)
-        if (methods is not None and method not in methods) or (seeds is not None and int(seed) not in seeds):
-            continue
-        evals = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        runs.setdefault(method, []).append({"seed": int(seed), "evals": sorted(evals, key=lambda e: e["step"])})
-    for method in runs:
-        runs[method].sort(key=lambda r: r["seed"])
+    for method, seed, folder in run_folders(output, seeds=seeds):
+        if methods is None or method in methods:
+            evals = [json.loads(line) for line in (folder / "evals.jsonl").read_text().splitlines() if line.strip()]
+            runs.setdefault(method, []).append({"seed": seed, "evals": sorted(evals, key=lambda e: e["step"])})
     return {m: runs[m] for m in [*METHODS, *sorted(set(runs) - set(METHODS))] if m in runs}
 
 
@@ -192,14 +202,12 @@ EPISODES_SHOWN = 6
 
 
 def trained_mgpo(output: Path, seeds: Optional[Sequence[int]] = None) -> Optional[Path]:
-    """The last saved weights of the lowest-seed MGPO run under ``output/runs`` (of ``seeds`` where given), if any."""
-    found = []
-    for folder in (output / "runs").glob("mgpo-seed*"):
-        seed = int(folder.name.rsplit("-seed", 1)[1])
+    """The last saved weights of the lowest-seed finished MGPO run under ``output/runs`` (of ``seeds`` where given)."""
+    for _, _, folder in run_folders(output, "mgpo", seeds):
         steps = sorted((folder / "checkpoints").glob("step-*"))
-        if steps and (seeds is None or seed in seeds):
-            found.append((seed, steps[-1]))
-    return min(found)[1] if found else None
+        if steps:
+            return steps[-1]
+    return None
 
 
 def episodes_picture(checkpoint: Path, eval_seed: int, questions: int, path: Path, count: int = EPISODES_SHOWN) -> dict[str, Any]:
@@ -223,11 +231,15 @@ def episodes_picture(checkpoint: Path, eval_seed: int, questions: int, path: Pat
 
 
 def episode_rows(output: Path, method: str, seeds: Optional[Sequence[int]], label: str) -> list[dict[str, Any]]:
-    """The held-out episode rows of ``method``'s runs (of ``seeds`` where given) at evaluation ``label`` ("before", "after")."""
+    """The held-out episode rows of ``method``'s finished runs (of ``seeds`` where given) at evaluation ``label``
+    ("before", "after"). Every seed's "before" plays the same weights on the same questions, so it comes from the
+    lowest seed only."""
     rows = []
-    for path in sorted((output / "runs").glob(f"{method}-seed*/eval/{label}-step*.jsonl")):
-        if seeds is None or int(path.parents[1].name.rsplit("-seed", 1)[1]) in seeds:
+    for _, _, folder in run_folders(output, method, seeds):
+        for path in sorted((folder / "eval").glob(f"{label}-step*.jsonl")):
             rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if label == "before" and rows:
+            break
     return rows
 
 
@@ -240,14 +252,16 @@ def coverage_section(output: Path, seeds: Optional[Sequence[int]]) -> list[str]:
         rows = episode_rows(output, "mgpo", seeds, label)
         if rows:
             inner = (FREEFORM_TASK["frame_width"], HIT_CAP)
-            lines += [f"MGPO {label} RL, accuracy by what the crop held (episodes; all seeds pooled):", "", *coverage_markdown(rows, inner=inner), ""]
+            pooled = "the lowest seed's (every seed starts from the same greedy episodes)" if label == "before" else "all seeds pooled"
+            lines += [f"MGPO {label} RL, accuracy by what the crop held (episodes; {pooled}):", "", *coverage_markdown(rows, inner=inner), ""]
     if lines:
         lines = ["## What the crops held", "", "A hit needs the whole target inside the crop; the reward needs only the right answer.", "", *lines]
     return lines
 
 
 def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any]:
-    """``emergence.json``, ``emergence.md`` and ``emergence_curves.png`` from the runs on disk in ``output``."""
+    """``emergence.json``, ``emergence.md``, ``emergence_curves.png`` and ``emergence_episodes.png`` from the runs on disk
+    in ``output`` (the picture loads the trained MGPO weights and plays the first held-out questions again)."""
     settings_path = output / "settings.json"
     settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
     if seconds is None and (output / "emergence.json").exists():  # a redraw keeps the recorded wall time

@@ -8,9 +8,12 @@ starts from :func:`~emergence.experiment.build_base_model`'s random weights: not
 the cell version, whose warm-start saw only four fixed boxes. A stage that names no
 ``start_level`` carries on at the reading level where the stage before left off.
 
-A rerun resumes: finished stages are kept and the unfinished one resumes from its last check.
-The result is ``<output>/seed-<s>/checkpoint`` with ``stage.json``: the recipe, every stage's
-checks, the held-out summary of 100 greedy episodes and the software used.
+A rerun resumes: finished stages are kept and the unfinished one resumes from its last check
+(only with the same weights and settings; see
+:func:`~emergence.freeform_supervised.resume_conflict`). The result is ``<output>/checkpoint``
+(``supervised`` gives each base seed its own ``<output>``, ``seed-<s>``) with ``stage.json``: the
+recipe, every stage's checks, the held-out summary of greedy episodes (``held_out``) and the
+software used.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def run_pipeline(output: Path, seed: int = 0, threads: int = 1, recipe: Sequence
     record = stage_record(checkpoint, seed, lineage, summary_questions, time.perf_counter() - started)
     (checkpoint / "stage.json").write_text(json.dumps(record, indent=1) + "\n")
     plot_lineage(lineage, output / "curves.png")
-    print(f"[supervised] seed {seed}: {checkpoint} ({json.dumps(record['held_out_100'])})", flush=True)
+    print(f"[supervised] seed {seed}: {checkpoint} ({json.dumps(record['held_out'])})", flush=True)
     return checkpoint
 
 
@@ -107,14 +110,15 @@ def stage_record(checkpoint: Path, seed: int, lineage: list[dict[str, Any]], que
         "seed": seed,
         "seconds_this_call": round(seconds, 1),
         "software": software_record(),
-        "held_out_100": {"what": f"greedy episodes, nothing forced, {questions} questions of probe seed {CHECK_SEED}", **summary},
+        "held_out": {"what": f"greedy episodes, nothing forced, {questions} questions of probe seed {CHECK_SEED}", **summary},
         "last_check": lineage[-1]["checks"][-1],
         "lineage": lineage,
     }
 
 
 def joined_log(lineage: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every stage's checks on one step axis (a stage's step 0 repeats the last check of the one before, so it is dropped).
+    """Every stage's checks on one step axis. A stage's step-0 check measures the weights the stage before ended
+    with, so only the first stage's is kept (one that starts at another reading level measures that level there).
 
     >>> joined_log([{"checks": [{"step": 0}, {"step": 50}]}, {"checks": [{"step": 0}, {"step": 20}]}])
     [{'step': 0}, {'step': 50}, {'step': 70}]

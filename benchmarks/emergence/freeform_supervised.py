@@ -268,17 +268,43 @@ def mean_reading(scores: dict[str, float]) -> float:
     return float(np.mean(list(scores.values()))) if scores else 0.0
 
 
+def resume_conflict(output: Path, init: Path, settings: FreeformBaseSettings, last_step: int) -> Optional[str]:
+    """Why the stage in ``output`` cannot be resumed with ``init`` and ``settings`` (None if it can).
+
+    A resume must start from the same weights with the same settings; only ``threads`` may differ, and
+    ``steps`` may grow (a longer stage) but not fall below the last check.
+    """
+    path = output / "settings.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if "init" in stored and Path(stored["init"]).resolve() != Path(init).resolve():
+        return f"it started from {stored['init']}, not {init}"
+    defaults = asdict(FreeformBaseSettings())
+    for key, value in asdict(settings).items():
+        if key not in ("threads", "steps") and stored.get(key, defaults[key]) != value:
+            return f"its {key} was {stored.get(key, defaults[key])!r}, not {value!r}"
+    if last_step > settings.steps:
+        return f"it has run {last_step} steps, more than the {settings.steps} asked"
+    return None
+
+
 def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings, progress: bool = True) -> list[dict[str, Any]]:
-    """Run the stage into ``output`` from the weights at ``init`` (or resume from ``output``'s last check)."""
+    """Run the stage into ``output`` from the weights at ``init``, or resume from ``output``'s last check (same
+    ``init`` and settings, see :func:`resume_conflict`; the first check after a resume records ``resumed_from``)."""
     torch.set_num_threads(settings.threads)
     output.mkdir(parents=True, exist_ok=True)
     log_path = output / "log.jsonl"
     log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     start, level = 0, settings.start_level
+    resumed_from: Optional[int] = None
     if log:
+        conflict = resume_conflict(output, init, settings, log[-1]["step"])
+        if conflict:
+            raise ValueError(f"{output} holds another stage ({conflict}); remove it or choose another folder")
         start, level = log[-1]["step"], log[-1]["level_next"]
         init = output / f"step-{start}"
-        print(f"[freeform-base] resuming from {init} (level {level})", flush=True)
+        if start < settings.steps:
+            resumed_from = start
+            print(f"[freeform-base] resuming from {init} (level {level})", flush=True)
     else:
         (output / "settings.json").write_text(json.dumps({**asdict(settings), "init": str(init)}, indent=2) + "\n")
     model, processor = load_model(init), load_task_processor(init)
@@ -295,7 +321,10 @@ def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings
     def record(step: int, losses: list[float]) -> None:
         measured = check(model, processor, levels.level, settings.check_questions, settings.gate_ratio)
         reading_here = measured["read_smallest"] if levels.last else measured[at_level_key(settings.gate_ratio)]
+        nonlocal resumed_from
         entry = {"step": step, "level": levels.level, "loss": round(float(np.mean(losses)), 4) if losses else None, **measured}
+        if resumed_from is not None:  # optimiser state starts afresh at a resume: say so in the log
+            entry["resumed_from"], resumed_from = resumed_from, None
         entry["level_moved"] = levels.record(mean_reading(reading_here))
         entry["level_next"] = levels.level
         if entry["level_moved"]:

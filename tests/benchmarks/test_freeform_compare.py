@@ -87,7 +87,7 @@ def test_the_command_line_hands_settings_and_the_final_seed_on(monkeypatch, tmp_
     method, seed, settings, fixed = seen["rl"]
     assert (method, seed, settings.learning_rate, settings.top_p, settings.threads, fixed) == ("fixed-box", 3, 3e-05, 0.7, 1, "fixed:1,1,40,40")
     with pytest.raises(SystemExit):
-        main(["freeform-compare", "--quick", "--checkpoint", str(tmp_path)])
+        main(["freeform-compare", "--base-settings", "{}", "--checkpoint", str(tmp_path)])
 
 
 def test_a_report_keeps_to_the_comparisons_own_methods_and_seeds(tmp_path):
@@ -108,6 +108,9 @@ def test_the_trained_weights_shown_are_the_lowest_seed_mgpo_runs_last(tmp_path):
     for seed, steps in ((2, ["step-000010"]), (1, ["step-000010", "step-000060"]), (0, [])):
         for step in steps:
             (tmp_path / "runs" / f"mgpo-seed{seed}" / "checkpoints" / step).mkdir(parents=True)
+        (tmp_path / "runs" / f"mgpo-seed{seed}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / f"mgpo-seed{seed}" / "evals.jsonl").write_text("{}\n")
+    (tmp_path / "runs" / "mgpo-seed-1" / "checkpoints" / "step-000060").mkdir(parents=True)  # unfinished: no evals.jsonl
     (tmp_path / "runs" / "oracle-seed0" / "checkpoints" / "step-000060").mkdir(parents=True)
     assert trained_mgpo(tmp_path) == tmp_path / "runs" / "mgpo-seed1" / "checkpoints" / "step-000060"
     assert trained_mgpo(tmp_path, seeds=[0, 2]) == tmp_path / "runs" / "mgpo-seed2" / "checkpoints" / "step-000010"
@@ -128,7 +131,7 @@ def test_the_episode_picture_plays_the_first_held_out_questions(tmp_path):
     for i, episode in enumerate(shown["episodes"]):
         assert episode["question"] == task[i].question
         assert episode["target_box"] == pytest.approx(list(task[i].target_boxes[0]))
-        assert len(episode["replies"]) == (2 if episode["crop_box"] else len(episode["replies"]))
+        assert len(episode["replies"]) == 2  # after an invalid box the question is asked again, without a crop
     width, height = Image.open(tmp_path / "e.png").size
     assert width > 2 * height  # one row of two episodes, two panels each
 
@@ -136,14 +139,18 @@ def test_the_episode_picture_plays_the_first_held_out_questions(tmp_path):
 def test_the_report_says_what_mgpos_crops_held_from_its_own_seeds_only(tmp_path):
     from emergence.freeform_compare import coverage_section, episode_rows
 
-    for seed, correct in ((0, True), (7, False)):
+    for seed, correct in ((0, True), (7, False), (9, False)):
         folder = tmp_path / "runs" / f"mgpo-seed{seed}" / "eval"
         folder.mkdir(parents=True)
         row = {"category": "colour", "crop_box": [0, 0, 30, 30], "target_box": [10, 10, 20, 20], "correct": correct}
         (folder / "after-step60.jsonl").write_text(json.dumps(row) + "\n")
+        (folder / "before-step0.jsonl").write_text(json.dumps(row) + "\n")
+        if seed != 9:  # seed 9 never finished: no evals.jsonl
+            (folder.parent / "evals.jsonl").write_text("{}\n")
     assert [r["correct"] for r in episode_rows(tmp_path, "mgpo", None, "after")] == [True, False]
-    assert episode_rows(tmp_path, "mgpo", [0], "before") == []
+    assert [r["correct"] for r in episode_rows(tmp_path, "mgpo", None, "before")] == [True]  # one seed's: all start alike
+    assert episode_rows(tmp_path, "oracle", [0], "before") == []
     lines = coverage_section(tmp_path, [0])
     assert "MGPO after RL, accuracy by what the crop held (episodes; all seeds pooled):" in lines
-    assert "| colour | 1.00 (1) | — | — | — |" in lines and not any(line.startswith("MGPO before") for line in lines)
+    assert "| colour | 1.00 (1) | — | — | — |" in lines and any(line.startswith("MGPO before") for line in lines)
     assert coverage_section(tmp_path / "empty", None) == []

@@ -39,7 +39,7 @@ def _tensors(path):
 def test_the_pipeline_starts_from_random_weights_chains_its_stages_and_resumes(tmp_path):
     from emergence.experiment import build_base_model
 
-    recipe = [("one", dict(TINY, learning_rate=1e-3)), ("two", dict(TINY, steps=1, learning_rate=1e-3, start_level=1))]
+    recipe = [("one", dict(TINY, learning_rate=1e-3, start_level=2)), ("two", dict(TINY, steps=1, learning_rate=1e-3))]
     checkpoint = run_pipeline(tmp_path / "run", seed=3, threads=1, recipe=recipe, summary_questions=2, progress=False)
     # the start is build_base_model's weights for this seed (rebuilt independently), and training moved them
     fresh = _tensors(build_base_model(tmp_path / "fresh", seed=3))
@@ -50,19 +50,31 @@ def test_the_pipeline_starts_from_random_weights_chains_its_stages_and_resumes(t
     one = json.loads((tmp_path / "run" / "one" / "settings.json").read_text())
     two = json.loads((tmp_path / "run" / "two" / "settings.json").read_text())
     assert one["init"] == str(tmp_path / "run" / "init") and two["init"] == str(tmp_path / "run" / "one" / "step-2")
-    assert (one["seed"], one["start_level"], two["start_level"]) == (3, 0, 1)
+    one_log = [json.loads(line) for line in (tmp_path / "run" / "one" / "log.jsonl").read_text().splitlines()]
+    assert (one["seed"], one["start_level"], two["start_level"]) == (3, 2, one_log[-1]["level_next"])  # the level carries on
     last = _tensors(tmp_path / "run" / "two" / "step-1")
     assert all(torch.equal(last[k], end[k]) for k in last)
     record = json.loads((checkpoint / "stage.json").read_text())
     assert [(s["run"], s["steps"]) for s in record["lineage"]] == [("one", 2), ("two", 1)]
     assert [c["step"] for c in record["lineage"][0]["checks"]] == [0, 1, 2]
     assert record["seed"] == 3 and record["command"] == "python benchmarks/emergence.py supervised --base-seeds 3"
-    assert 0.0 <= record["held_out_100"]["accuracy"] <= 1.0 and "2 questions" in record["held_out_100"]["what"]
+    assert 0.0 <= record["held_out"]["accuracy"] <= 1.0 and "2 questions" in record["held_out"]["what"]
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     # a rerun trains nothing more: the stage logs stay as they were
     logs = [(tmp_path / "run" / n / "log.jsonl").read_text() for n in ("one", "two")]
     run_pipeline(tmp_path / "run", seed=3, threads=1, recipe=recipe, summary_questions=2, progress=False)
     assert [(tmp_path / "run" / n / "log.jsonl").read_text() for n in ("one", "two")] == logs
+    # cut short after stage two's first check: the rerun trains its last step again from there, and says so
+    two_log = tmp_path / "run" / "two" / "log.jsonl"
+    two_log.write_text(two_log.read_text().splitlines()[0] + "\n")
+    again = run_pipeline(tmp_path / "run", seed=3, threads=1, recipe=recipe, summary_questions=2, progress=False)
+    redone = [json.loads(line) for line in two_log.read_text().splitlines()]
+    assert [c["step"] for c in redone] == [0, 1] and redone[1]["resumed_from"] == 0 and "resumed_from" not in redone[0]
+    assert json.loads((again / "stage.json").read_text())["lineage"][1]["checks"][1]["resumed_from"] == 0
+    # a recipe that changed under a finished stage is refused, not mixed with it
+    changed = [("one", dict(TINY, learning_rate=5e-4, start_level=2)), recipe[1]]
+    with pytest.raises(ValueError, match="learning_rate was 0.001, not 0.0005"):
+        run_pipeline(tmp_path / "run", seed=3, threads=1, recipe=changed, summary_questions=2, progress=False)
 
 
 def test_a_recipe_must_have_distinct_stages(tmp_path):

@@ -95,3 +95,21 @@ def test_the_base_curves_follow_the_log_and_leave_gaps_where_a_check_lacks_a_val
     assert curves["grounding mean iou"] == [0.0, 0.2] and curves["task turn 1 tight hit rate"] == [0.0, 0.1]
     assert curves["task turn 1 mean iou"] == [None, None]
     assert plot_base_log(log, tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_a_stage_resumes_only_with_its_own_weights_and_settings(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from emergence.freeform_supervised import FreeformBaseSettings, resume_conflict
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "w")
+    stored = FreeformBaseSettings(steps=100, learning_rate=3e-4, threads=2)
+    (tmp_path / "settings.json").write_text(json.dumps({**asdict(stored), "init": str(tmp_path / "w")}))
+    same = FreeformBaseSettings(steps=100, learning_rate=3e-4, threads=1)
+    assert resume_conflict(tmp_path, tmp_path / "link", same, last_step=50) is None  # the same folder by another name, other threads
+    assert resume_conflict(tmp_path, tmp_path / "w", FreeformBaseSettings(steps=300, learning_rate=3e-4), last_step=100) is None  # longer
+    assert "started from" in resume_conflict(tmp_path, tmp_path / "other", same, last_step=50)
+    assert resume_conflict(tmp_path, tmp_path / "w", FreeformBaseSettings(steps=100, learning_rate=5e-4), 50) == "its learning_rate was 0.0003, not 0.0005"
+    assert "more than the 40 asked" in resume_conflict(tmp_path, tmp_path / "w", FreeformBaseSettings(steps=40, learning_rate=3e-4), last_step=50)
