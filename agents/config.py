@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mgpo_datasets.synthetic import FRAME_COLOURS
+
 PROTOCOLS = ("two_turn", "free", "single_turn")
 
 
@@ -252,6 +254,25 @@ EMERGENCE_TEMPLATES: dict[str, str] = {
 }
 EMERGENCE_TRAIN_SEED, EMERGENCE_EVAL_SEED = 0, 1  # the held-out questions are never trained on
 
+# The free-form experiment's task (benchmarks/emergence/freeform_task.py gives the reason for each value):
+# a 2240-px canvas shown at 308 px, every image at 128 visual tokens; one target in a frame of the colour the
+# question names, holding a noisy 2-px checker that only a tight crop reveals; two question types.
+FREEFORM_TASK: dict[str, Any] = dict(
+    canvas_size=2240,
+    target_sizes=(256, 288),
+    grid=4,
+    frame_width=56,
+    frame_colours=tuple(FRAME_COLOURS),
+    candidates=1,
+    checker_square=2,
+    pattern_amplitude=14,
+    pattern_noise=95,
+    clutter=30,
+    question_types=["colour", "checker_half"],
+    shuffle_choices=True,
+)
+FREEFORM_EVAL_SEED = 21  # the experiment's probe seed: its comparison keeps a seed of its own
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The published settings (mgpo-reference.md): Qwen2.5-VL-7B, 21K MME-RealWorld questions,
     # 512 prompts x 8 rollouts a step, mini-batches of 128 prompts, lr 1e-6, 8 GPUs.
@@ -331,6 +352,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         torch_threads=2,  # the main job has the machine to itself (the experiment's parallel runs take 1 each)
         eval_dataset="synthetic",
         eval_dataset_kwargs={"num_samples": 200, "seed": EMERGENCE_EVAL_SEED, **EMERGENCE_TASK},
+        save_eval_episodes=True,
+        report=True,
+    ),
+    # `make run`: MGPO on the free-form task from its committed base (run from the repository root, or
+    # point --model at a copy), with the experiment's trainer settings (benchmarks/emergence/freeform_rl.py).
+    "freeform": dict(
+        model="benchmarks/checkpoints/freeform-base",
+        dataset="synthetic",
+        dataset_kwargs={"num_samples": 2000, "seed": EMERGENCE_TRAIN_SEED, **FREEFORM_TASK},
+        protocol="two_turn",
+        min_pixels=32 * 28 * 28,
+        max_pixels=128 * 28 * 28,
+        box_frame="pixel",
+        env_kwargs={"templates": EMERGENCE_TEMPLATES, "image_after_text": True},
+        group_size=16,
+        prompts_per_step=2,
+        mini_batch_prompts=2,
+        micro_batch_size=32,
+        temperature=1.0,
+        top_p=0.7,  # at 1.0 four sampled boxes in ten slip a digit
+        max_new_tokens=24,
+        kl_coef=0.05,
+        entropy_coef=0.0,
+        learning_rate=3e-5,
+        weight_decay=0.0,
+        steps=40,
+        save_every=20,
+        keep_checkpoints=1,
+        save_rollouts_every=10,
+        dtype="float32",
+        torch_threads=2,
+        eval_dataset="synthetic",
+        eval_dataset_kwargs={"num_samples": 100, "seed": FREEFORM_EVAL_SEED, **FREEFORM_TASK},
         save_eval_episodes=True,
         report=True,
     ),

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mgpo_datasets.synthetic import FRAME_COLOURS
+from mgpo_agents.config import FREEFORM_TASK as LIBRARY_FREEFORM_TASK
 from mgpo_env.image_budget import ImageBudget
 
 IMAGE_TOKENS = 128
@@ -62,17 +62,6 @@ the leak sweep's pixel classifier reads at 0.9 or better for every question type
 1.8x; colour is read up to 2.5x). A test checks it against the committed sweep."""
 
 
-FREEFORM_TASK: dict[str, Any] = dict(
-    canvas_size=2240,
-    target_sizes=(256, 288),
-    grid=4,
-    frame_width=56,
-    frame_colours=tuple(FRAME_COLOURS),
-    candidates=1,
-    checker_square=2,
-    pattern_amplitude=14,
-    pattern_noise=95,
-    clutter=30,
-    question_types=["colour", "checker_half"],
-    shuffle_choices=True,
-)
+FREEFORM_TASK: dict[str, Any] = LIBRARY_FREEFORM_TASK
+"""The task's settings: they live in the library's ``freeform`` preset (``mgpo train --preset freeform``,
+``make run``), so that the main job and this experiment cannot drift apart."""

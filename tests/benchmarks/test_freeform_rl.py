@@ -53,3 +53,20 @@ def test_the_best_fixed_box_is_confirmed_with_the_model_on_training_questions():
     assert max(c["accuracy"] for c in found["confirmed"]) == next(c["accuracy"] for c in found["confirmed"] if c["rule"] == found["rule"])
     expected = [s["expected"] for s in found["screened_top"]]
     assert expected == sorted(expected, reverse=True) and expected[0] > 0.29  # a box that holds some targets beats chance
+
+
+def test_the_main_job_trains_mgpo_as_the_experiment_does(tmp_path):
+    """`make run` (the "freeform" preset) is an MGPO run of the experiment: same task, base, budget and trainer settings."""
+    from emergence.experiment import REPOSITORY_ROOT
+    from emergence.freeform_compare import COMMITTED_BASE, FINAL_EVAL_SEED
+    from mgpo_agents.config import preset
+
+    config = preset("freeform").to_dict()
+    run = method_config(COMMITTED_BASE, "mgpo", 0, FreeformRLSettings(), tmp_path).to_dict()
+    assert (REPOSITORY_ROOT / config["model"]).resolve() == COMMITTED_BASE.resolve()
+    for field in ("dataset", "dataset_kwargs", "protocol", "min_pixels", "max_pixels", "box_frame", "env_kwargs", "group_size",
+                  "prompts_per_step", "temperature", "top_p", "max_new_tokens", "kl_coef", "learning_rate"):
+        assert config[field] == run[field], field
+    evaluation = config["eval_dataset_kwargs"]
+    assert {k: v for k, v in evaluation.items() if k not in ("num_samples", "seed")} == {k: v for k, v in run["dataset_kwargs"].items() if k not in ("num_samples", "seed")}
+    assert evaluation["seed"] not in (run["dataset_kwargs"]["seed"], FINAL_EVAL_SEED)
