@@ -273,6 +273,31 @@ FREEFORM_TASK: dict[str, Any] = dict(
 )
 FREEFORM_EVAL_SEED = 21  # the experiment's probe seed: its comparison keeps a seed of its own
 
+# What the miniature's two MGPO jobs share (the presets below): the tiny model's small replies and images, the
+# experiment's prompts, a KL to the start, checkpoints, rollouts, evaluation episodes and the HTML report kept.
+_MINIATURE_JOB: dict[str, Any] = dict(
+    dataset="synthetic",
+    protocol="two_turn",
+    min_pixels=32 * 28 * 28,
+    box_frame="pixel",
+    env_kwargs={"templates": EMERGENCE_TEMPLATES, "image_after_text": True},
+    micro_batch_size=32,
+    temperature=1.0,
+    max_new_tokens=24,  # the longest reply, "[112,112,224,224]", is 17 tokens plus the end-of-turn token
+    kl_coef=0.05,
+    entropy_coef=0.0,
+    weight_decay=0.0,
+    steps=40,
+    save_every=20,
+    keep_checkpoints=1,
+    save_rollouts_every=10,
+    dtype="float32",
+    torch_threads=2,  # the main job has the machine to itself (the experiment's parallel runs take 1 each)
+    eval_dataset="synthetic",
+    save_eval_episodes=True,
+    report=True,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The published settings (mgpo-reference.md): Qwen2.5-VL-7B, 21K MME-RealWorld questions,
     # 512 prompts x 8 rollouts a step, mini-batches of 128 prompts, lr 1e-6, 8 GPUs.
@@ -322,71 +347,33 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_dataset_kwargs={"num_samples": 32, "seed": 1, **_TINY_TASK},
         eval_samples=16,
     ),
-    # `make run`: MGPO from the miniature's committed warm-start checkpoint (run from the repository root,
-    # or point --model at a copy). In under four minutes on two cores, held-out accuracy and crop hit rate
-    # rise by 0.3 or more (lr 4e-4 is fast but not stable for long: 100 steps of it fall back towards chance).
+    # `make run` (for now): MGPO from the cell version's committed warm-start checkpoint (run from the repository root, or point
+    # --model at a copy). In under four minutes on two cores, held-out accuracy and crop hit rate rise by 0.3
+    # or more (lr 4e-4 is fast but not stable for long: 100 steps of it fall back towards chance).
     "emergence": dict(
+        _MINIATURE_JOB,
         model="benchmarks/checkpoints/emergence-warmstart",
-        dataset="synthetic",
         dataset_kwargs={"num_samples": 2000, "seed": EMERGENCE_TRAIN_SEED, **EMERGENCE_TASK},
-        protocol="two_turn",
-        min_pixels=32 * 28 * 28,
         max_pixels=64 * 28 * 28,
-        box_frame="pixel",
-        env_kwargs={"templates": EMERGENCE_TEMPLATES, "image_after_text": True},
         group_size=8,
         prompts_per_step=4,
         mini_batch_prompts=4,
-        micro_batch_size=32,
-        temperature=1.0,
-        max_new_tokens=24,  # the longest reply, "[112,112,224,224]", is 17 tokens plus the end-of-turn token
-        kl_coef=0.05,
-        entropy_coef=0.0,
         learning_rate=4e-4,
-        weight_decay=0.0,
-        steps=40,
-        save_every=20,
-        keep_checkpoints=1,
-        save_rollouts_every=10,
-        dtype="float32",
-        torch_threads=2,  # the main job has the machine to itself (the experiment's parallel runs take 1 each)
-        eval_dataset="synthetic",
         eval_dataset_kwargs={"num_samples": 200, "seed": EMERGENCE_EVAL_SEED, **EMERGENCE_TASK},
-        save_eval_episodes=True,
-        report=True,
     ),
-    # `make run`: MGPO on the free-form task from its committed base (run from the repository root, or
-    # point --model at a copy), with the experiment's trainer settings (benchmarks/emergence/freeform_rl.py).
+    # MGPO on the free-form task from its committed base (run from the repository root, or point --model at
+    # a copy), with the experiment's trainer settings (benchmarks/emergence/freeform_rl.py).
     "freeform": dict(
+        _MINIATURE_JOB,
         model="benchmarks/checkpoints/freeform-base",
-        dataset="synthetic",
         dataset_kwargs={"num_samples": 2000, "seed": EMERGENCE_TRAIN_SEED, **FREEFORM_TASK},
-        protocol="two_turn",
-        min_pixels=32 * 28 * 28,
         max_pixels=128 * 28 * 28,
-        box_frame="pixel",
-        env_kwargs={"templates": EMERGENCE_TEMPLATES, "image_after_text": True},
         group_size=16,
         prompts_per_step=2,
         mini_batch_prompts=2,
-        micro_batch_size=32,
-        temperature=1.0,
         top_p=0.7,  # at 1.0 four sampled boxes in ten slip a digit
-        max_new_tokens=24,
-        kl_coef=0.05,
-        entropy_coef=0.0,
         learning_rate=3e-5,
-        weight_decay=0.0,
-        steps=40,
-        save_every=20,
-        keep_checkpoints=1,
-        save_rollouts_every=10,
-        dtype="float32",
-        torch_threads=2,
-        eval_dataset="synthetic",
         eval_dataset_kwargs={"num_samples": 100, "seed": FREEFORM_EVAL_SEED, **FREEFORM_TASK},
-        save_eval_episodes=True,
-        report=True,
     ),
 }
 
