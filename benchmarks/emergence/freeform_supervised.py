@@ -98,14 +98,17 @@ def grown_box(box: Sequence[float], factor: float, view: tuple[int, int]) -> tup
 class FreeformRows:
     """Token-exact training rows of the three kinds (see the module docstring)."""
 
-    def __init__(self, processor: Any, pool: int, reading_most: float, grounding_margin: float, seed: int = 0) -> None:
+    def __init__(self, processor: Any, pool: int, reading_most: float, grounding_margin: float, seed: int = 0,
+                 grounding_clutter: Optional[int] = None, grounding_sizes: Optional[Sequence[int]] = None) -> None:
         self.tokens = ConversationTokenizer(processor)
         self.store = ImageStore(256 * 2**20)
         self.pool, self.reading_most, self.grounding_margin = pool, reading_most, grounding_margin
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.task_env = freeform_env(SyntheticTask(pool, seed=TRAIN_SEED, **FREEFORM_TASK), store=self.store)
-        self.grounding_env = freeform_env(TaskCanvasGrounding(pool, seed=GROUNDING_SEED, task=FREEFORM_TASK), store=self.store)
+        canvas = FREEFORM_TASK if grounding_clutter is None else {**FREEFORM_TASK, "clutter": grounding_clutter}
+        sizes = {} if grounding_sizes is None else {"object_size": tuple(grounding_sizes)}
+        self.grounding_env = freeform_env(TaskCanvasGrounding(pool, seed=GROUNDING_SEED, task=canvas, **sizes), store=self.store)
         self.level_env: Any = None
 
     def set_level(self, level: int) -> None:
@@ -141,6 +144,8 @@ class FreeformBaseSettings:
     learning_rate: float = 5e-4
     reading_most: float = 1.8  # reading crops go up to this multiple of the target's side
     grounding_margin: float = 1.15
+    grounding_clutter: Optional[int] = None  # clutter shapes on the grounding canvases (None: the task's 30)
+    grounding_sizes: Optional[list[int]] = None  # [smallest, largest] side of the named shape, original pixels (None: 120-480)
     level_gate: float = 0.8  # held-out reading at the current level that moves the curriculum on
     gate_ratio: Optional[float] = None  # where that reading is measured: None the smallest valid box, else a centred box this x the target
     start_level: int = 0
@@ -308,7 +313,8 @@ def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings
     else:
         (output / "settings.json").write_text(json.dumps({**asdict(settings), "init": str(init)}, indent=2) + "\n")
     model, processor = load_model(init), load_task_processor(init)
-    rows = FreeformRows(processor, settings.pool, settings.reading_most, settings.grounding_margin, seed=settings.seed + start)
+    rows = FreeformRows(processor, settings.pool, settings.reading_most, settings.grounding_margin, seed=settings.seed + start,
+                        grounding_clutter=settings.grounding_clutter, grounding_sizes=settings.grounding_sizes)
     levels = GatedLevels(count=len(READING_LEVELS), gate=settings.level_gate, level=level)
     rows.set_level(levels.level)
     rng = random.Random(settings.seed * 1000 + start)

@@ -113,3 +113,27 @@ def test_a_stage_resumes_only_with_its_own_weights_and_settings(tmp_path):
     assert "started from" in resume_conflict(tmp_path, tmp_path / "other", same, last_step=50)
     assert resume_conflict(tmp_path, tmp_path / "w", FreeformBaseSettings(steps=100, learning_rate=5e-4), 50) == "its learning_rate was 0.0003, not 0.0005"
     assert "more than the 40 asked" in resume_conflict(tmp_path, tmp_path / "w", FreeformBaseSettings(steps=40, learning_rate=3e-4), last_step=50)
+
+
+@pytest.mark.slow
+def test_easy_grounding_rows_have_no_clutter_and_the_shape_sizes_asked():
+    import numpy as np
+
+    from emergence.experiment import COMMITTED_CHECKPOINT
+    from emergence.position_code import load_task_processor
+    from mgpo_datasets.synthetic import FRAME_COLOURS
+
+    made = FreeformRows(load_task_processor(COMMITTED_CHECKPOINT), pool=20, reading_most=1.2, grounding_margin=1.15, seed=1,
+                        grounding_clutter=0, grounding_sizes=[300, 500])
+    dataset = made.grounding_env.unwrapped.dataset
+    for i in range(3):
+        sample = dataset[i]
+        x1, y1, x2, y2 = sample.target_boxes[0]
+        assert 300 * 0.5 <= max(x2 - x1, y2 - y1) <= 500  # shape_box is the drawn shape's own extent within its square
+        pixels = np.asarray(sample.image())
+        outside = np.ones(pixels.shape[:2], bool)
+        outside[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = False
+        colours = {tuple(c) for c in np.unique(pixels[outside].reshape(-1, 3), axis=0)}
+        assert colours <= {tuple(pixels[0, 0]), FRAME_COLOURS[sample.answer.split()[0]]}  # background, and the shape's own edge
+    cluttered = FreeformRows(made.tokens.processor, pool=20, reading_most=1.2, grounding_margin=1.15, seed=1).grounding_env.unwrapped.dataset
+    assert len(np.unique(np.asarray(cluttered[0].image()).reshape(-1, 3), axis=0)) > 2  # the default canvases do have clutter
