@@ -40,7 +40,7 @@ RECIPE: tuple[tuple[str, dict[str, Any]], ...] = (
     # Where things are, on easy canvases: one large named shape, no clutter, tight free-form boxes. From random
     # weights, grounding on the task's cluttered canvases stayed at IoU 0.02 through 550 steps of the mix (the
     # lineage began from weights that had learnt where things are on easy data, as the cell version's stage 1a).
-    ("bootstrap", dict(steps=300, reading_rows=8, grounding_rows=20, guessing_rows=4, learning_rate=5e-4, reading_most=1.2,
+    ("bootstrap", dict(steps=600, reading_rows=8, grounding_rows=20, guessing_rows=4, learning_rate=5e-4, reading_most=1.2,
                        grounding_clutter=0, grounding_sizes=[200, 600])),
     # Reading crops up to 1.6x while grounding moves to the task's cluttered canvases (the probes' p2b and p3).
     ("ground", dict(steps=350, reading_rows=16, grounding_rows=12, guessing_rows=4, learning_rate=5e-4, reading_most=1.6)),
