@@ -95,6 +95,13 @@ def grown_box(box: Sequence[float], factor: float, view: tuple[int, int]) -> tup
     return out[0], out[2], out[1], out[3]
 
 
+def grounding_set(count: int, seed: int, clutter: Optional[int] = None, sizes: Optional[Sequence[int]] = None) -> TaskCanvasGrounding:
+    """Grounding questions on the task's canvases, or on canvases with ``clutter`` shapes and named shapes of
+    ``sizes`` = [smallest, largest] original pixels (the bootstrap's easy ones: no clutter, large shapes)."""
+    canvas = FREEFORM_TASK if clutter is None else {**FREEFORM_TASK, "clutter": clutter}
+    return TaskCanvasGrounding(count, seed=seed, task=canvas, **({} if sizes is None else {"object_size": tuple(sizes)}))
+
+
 class FreeformRows:
     """Token-exact training rows of the three kinds (see the module docstring)."""
 
@@ -106,9 +113,7 @@ class FreeformRows:
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.task_env = freeform_env(SyntheticTask(pool, seed=TRAIN_SEED, **FREEFORM_TASK), store=self.store)
-        canvas = FREEFORM_TASK if grounding_clutter is None else {**FREEFORM_TASK, "clutter": grounding_clutter}
-        sizes = {} if grounding_sizes is None else {"object_size": tuple(grounding_sizes)}
-        self.grounding_env = freeform_env(TaskCanvasGrounding(pool, seed=GROUNDING_SEED, task=canvas, **sizes), store=self.store)
+        self.grounding_env = freeform_env(grounding_set(pool, GROUNDING_SEED, grounding_clutter, grounding_sizes), store=self.store)
         self.level_env: Any = None
 
     def set_level(self, level: int) -> None:
@@ -195,9 +200,11 @@ def episode_summary(model: Any, processor: Any, dataset: Any, indices: Sequence[
     return {k: (round(summary[k], 3) if isinstance(summary[k], float) else summary[k]) for k in keys}
 
 
-def check(model: Any, processor: Any, level: int, questions: int, gate_ratio: Optional[float] = None) -> dict[str, Any]:
+def check(model: Any, processor: Any, level: int, questions: int, gate_ratio: Optional[float] = None,
+          grounding_canvas: Optional[tuple[Optional[int], Optional[Sequence[int]]]] = None) -> dict[str, Any]:
     """The held-out measurements of the module docstring (greedy; ``questions`` of each set); below the last
-    level, also reading at the current level at the smallest box (``gate_ratio`` None) or a centred ``gate_ratio`` x box."""
+    level, also reading at the current level at the smallest box (``gate_ratio`` None) or a centred ``gate_ratio`` x box;
+    with ``grounding_canvas`` = (clutter, sizes), also grounding on those canvases (``grounding_rows_canvas``)."""
     indices = range(questions)
     task = SyntheticTask(questions, seed=CHECK_SEED, **FREEFORM_TASK)
     row: dict[str, Any] = {
@@ -209,6 +216,8 @@ def check(model: Any, processor: Any, level: int, questions: int, gate_ratio: Op
     if level < len(READING_LEVELS) - 1:
         at_level = level_task(level, questions, seed=CHECK_SEED)
         row[at_level_key(gate_ratio)] = reading_by_type(model, processor, at_level, indices, gate_ratio)
+    if grounding_canvas is not None:
+        row["grounding_rows_canvas"] = episode_summary(model, processor, grounding_set(questions, GROUNDING_CHECK_SEED, *grounding_canvas), indices)
     return row
 
 
@@ -234,7 +243,8 @@ def base_curves(log: Sequence[dict[str, Any]]) -> dict[str, list[Optional[float]
     for kind in kinds:
         for key, label in [("read_smallest", "smallest box"), ("read_1.6x", "1.6x box"), *at_level]:
             curves[f"reading {kind}, {label}"] = [e.get(key, {}).get(kind) for e in log]
-    for part, label in (("grounding", "grounding"), ("task_turn1", "task turn 1")):
+    parts = [("grounding", "grounding")] + ([("grounding_rows_canvas", "grounding, stage's canvases,")] if any("grounding_rows_canvas" in e for e in log) else [])
+    for part, label in (*parts, ("task_turn1", "task turn 1")):
         for key in ("valid_box_rate", "mean_iou", "tight_hit_rate"):
             curves[f"{label} {key.replace('_', ' ')}"] = [e.get(part, {}).get(key) for e in log]
     return curves
@@ -325,7 +335,9 @@ def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings
                 + [rows.guessing(i) for i in pick(settings.guessing_rows)])
 
     def record(step: int, losses: list[float]) -> None:
-        measured = check(model, processor, levels.level, settings.check_questions, settings.gate_ratio)
+        own_canvas = None if settings.grounding_clutter is None and settings.grounding_sizes is None else (
+            settings.grounding_clutter, settings.grounding_sizes)
+        measured = check(model, processor, levels.level, settings.check_questions, settings.gate_ratio, own_canvas)
         reading_here = measured["read_smallest"] if levels.last else measured[at_level_key(settings.gate_ratio)]
         nonlocal resumed_from
         entry = {"step": step, "level": levels.level, "loss": round(float(np.mean(losses)), 4) if losses else None, **measured}

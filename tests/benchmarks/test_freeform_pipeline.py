@@ -39,7 +39,7 @@ def _tensors(path):
 def test_the_pipeline_starts_from_random_weights_chains_its_stages_and_resumes(tmp_path):
     from emergence.experiment import build_base_model
 
-    recipe = [("one", dict(TINY, learning_rate=1e-3, start_level=2)), ("two", dict(TINY, steps=1, learning_rate=1e-3))]
+    recipe = [("one", dict(TINY, learning_rate=1e-3, start_level=2)), ("two", dict(TINY, steps=1, learning_rate=1e-3, grounding_clutter=0))]
     checkpoint = run_pipeline(tmp_path / "run", seed=3, threads=1, recipe=recipe, summary_questions=2, progress=False)
     # the start is build_base_model's weights for this seed (rebuilt independently), and training moved them
     fresh = _tensors(build_base_model(tmp_path / "fresh", seed=3))
@@ -57,6 +57,9 @@ def test_the_pipeline_starts_from_random_weights_chains_its_stages_and_resumes(t
     record = json.loads((checkpoint / "stage.json").read_text())
     assert [(s["run"], s["steps"]) for s in record["lineage"]] == [("one", 2), ("two", 1)]
     assert [c["step"] for c in record["lineage"][0]["checks"]] == [0, 1, 2]
+    # a stage whose grounding rows use other canvases is also checked on those
+    assert all("grounding_rows_canvas" in c for c in record["lineage"][1]["checks"])
+    assert not any("grounding_rows_canvas" in c for c in record["lineage"][0]["checks"])
     assert record["seed"] == 3 and record["command"] == "python benchmarks/emergence.py supervised --base-seeds 3"
     assert 0.0 <= record["held_out"]["accuracy"] <= 1.0 and "2 questions" in record["held_out"]["what"]
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0

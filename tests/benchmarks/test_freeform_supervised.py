@@ -137,3 +137,13 @@ def test_easy_grounding_rows_have_no_clutter_and_the_shape_sizes_asked():
         assert colours <= {tuple(pixels[0, 0]), FRAME_COLOURS[sample.answer.split()[0]]}  # background, and the shape's own edge
     cluttered = FreeformRows(made.tokens.processor, pool=20, reading_most=1.2, grounding_margin=1.15, seed=1).grounding_env.unwrapped.dataset
     assert len(np.unique(np.asarray(cluttered[0].image()).reshape(-1, 3), axis=0)) > 2  # the default canvases do have clutter
+
+
+def test_the_curves_show_grounding_on_a_stages_own_canvases_only_where_it_was_measured():
+    from emergence.freeform_supervised import base_curves
+
+    log = [{"step": 0, "level": 0, "grounding": {"mean_iou": 0.1}, "grounding_rows_canvas": {"mean_iou": 0.3}},
+           {"step": 50, "level": 0, "grounding": {"mean_iou": 0.2}}]
+    curves = base_curves(log)
+    assert curves["grounding mean iou"] == [0.1, 0.2] and curves["grounding, stage's canvases, mean iou"] == [0.3, None]
+    assert not any("stage's canvases" in k for k in base_curves(log[1:]))
