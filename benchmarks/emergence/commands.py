@@ -64,10 +64,6 @@ OPTIONS: dict[str, set[str]] = {
 }
 """The options each command reads; any other option given is refused rather than ignored."""
 
-FREEFORM_COMMANDS = [c for c in OPTIONS if not c.startswith("cell")]
-CELL_COMMANDS = [c for c in OPTIONS if c.startswith("cell")]
-
-
 def option_fields(text: Optional[str], steps: Optional[int], **more: Any) -> dict[str, Any]:
     """Settings fields from a JSON option, with ``--steps`` (when given) and ``more`` on top.
 
@@ -97,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/emergence.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("command", nargs="?", default="all", choices=list(OPTIONS), metavar="command",
-                   help="all (default): the free-form comparison; supervised: its base pipeline; " + ", ".join(FREEFORM_COMMANDS[2:] + CELL_COMMANDS))
+                   help="all (default): the free-form comparison; supervised: its base pipeline; "
+                   + ", ".join(c for c in OPTIONS if c not in ("all", "supervised")))
     p.add_argument("--output", type=Path, default=None, help="results folder (default outputs/emergence, outputs/emergence-quick with --quick; "
                    "supervised: outputs/emergence/supervised; freeform-rl: outputs/emergence/runs/<method>-seed<seed>)")
     p.add_argument("--checkpoint", type=Path, default=None,

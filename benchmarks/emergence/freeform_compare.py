@@ -28,6 +28,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from mgpo_tools.metrics import read_metrics
+
 from .experiment import REPOSITORY_ROOT, _fmt, _mean_std, _repository_relative, _run_parallel, software_record
 from .freeform_rl import METHODS, FreeformRLSettings
 from .freeform_task import FREEFORM_TASK, HIT_CAP
@@ -121,7 +123,7 @@ def collect_runs(output: Path, methods: Optional[Sequence[str]] = None, seeds: O
     runs: dict[str, list[dict[str, Any]]] = {}
     for method, seed, folder in run_folders(output, seeds=seeds):
         if methods is None or method in methods:
-            evals = [json.loads(line) for line in (folder / "evals.jsonl").read_text().splitlines() if line.strip()]
+            evals = read_metrics(folder / "evals.jsonl")
             runs.setdefault(method, []).append({"seed": seed, "evals": sorted(evals, key=lambda e: e["step"])})
     return {m: runs[m] for m in [*METHODS, *sorted(set(runs) - set(METHODS))] if m in runs}
 
@@ -237,7 +239,7 @@ def episode_rows(output: Path, method: str, seeds: Optional[Sequence[int]], labe
     rows = []
     for _, _, folder in run_folders(output, method, seeds):
         for path in sorted((folder / "eval").glob(f"{label}-step*.jsonl")):
-            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows += read_metrics(path)
         if label == "before" and rows:
             break
     return rows
@@ -248,10 +250,10 @@ def coverage_section(output: Path, seeds: Optional[Sequence[int]]) -> list[str]:
     from .hit_diagnostics import coverage_markdown
 
     lines: list[str] = []
+    inner = (FREEFORM_TASK["frame_width"], HIT_CAP)
     for label in ("before", "after"):
         rows = episode_rows(output, "mgpo", seeds, label)
         if rows:
-            inner = (FREEFORM_TASK["frame_width"], HIT_CAP)
             pooled = "the lowest seed's (every seed starts from the same greedy episodes)" if label == "before" else "all seeds pooled"
             lines += [f"MGPO {label} RL, accuracy by what the crop held (episodes; {pooled}):", "", *coverage_markdown(rows, inner=inner), ""]
     if lines:

@@ -31,6 +31,7 @@ from typing import Any, Optional
 import torch
 
 from mgpo_agents.evaluation import summarise
+from mgpo_tools.metrics import read_metrics
 
 from .experiment import REPOSITORY_ROOT, RLSettings, greedy_evaluation, rl_config, trainer_inputs
 from .fixed_box_search import candidate_boxes, fixed_rule, interpolated_reader, screen
@@ -84,7 +85,7 @@ def method_config(checkpoint: Path, method: str, seed: int, settings: FreeformRL
 def held_out_row(output_dir: Path, label: str, step: int) -> dict[str, Any]:
     """The trainer's evaluation rows of ``label`` at ``step``, summarised with tight hits under HIT_CAP."""
     path = output_dir / "eval" / f"{label}-step{step}.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_metrics(path)
     summary = summarise(rows, max_side_ratio=HIT_CAP)
     keys = ("accuracy", "accuracy_per_category", "valid_box_rate", "hit_rate", "tight_hit_rate", "mean_iou", "median_area_ratio", "episodes")
     return {"step": step, **{k: summary[k] for k in keys}}

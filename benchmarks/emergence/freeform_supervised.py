@@ -334,9 +334,10 @@ def train_freeform_base(output: Path, init: Path, settings: FreeformBaseSettings
         return ([rows.reading(i) for i in pick(settings.reading_rows)] + [rows.grounding(i) for i in pick(settings.grounding_rows)]
                 + [rows.guessing(i) for i in pick(settings.guessing_rows)])
 
+    own_canvas = None if settings.grounding_clutter is None and settings.grounding_sizes is None else (
+        settings.grounding_clutter, settings.grounding_sizes)
+
     def record(step: int, losses: list[float]) -> None:
-        own_canvas = None if settings.grounding_clutter is None and settings.grounding_sizes is None else (
-            settings.grounding_clutter, settings.grounding_sizes)
         measured = check(model, processor, levels.level, settings.check_questions, settings.gate_ratio, own_canvas)
         reading_here = measured["read_smallest"] if levels.last else measured[at_level_key(settings.gate_ratio)]
         nonlocal resumed_from
