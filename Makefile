@@ -31,11 +31,11 @@ $(STAMP): $(TRAIN_STAMP)
 
 install: $(STAMP)
 
-# The main job: MGPO from the miniature's committed warm-start checkpoint (minutes on 2 cores);
+# The main job: MGPO from the free-form miniature's committed base checkpoint (minutes on 2 cores);
 # it ends with a before -> after table and the paths of the HTML report and the curves.
 run: $(TRAIN_STAMP)
 	rm -rf outputs/train
-	$(VENV)/bin/mgpo train --preset emergence --output outputs/train
+	$(VENV)/bin/mgpo train --preset freeform --output outputs/train
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -307,7 +307,7 @@ def test_turn1_cell_probabilities_match_a_full_forward_pass_of_each_box():
 
 
 def test_the_main_job_trains_this_task_from_the_committed_checkpoint():
-    """`make run` (the "emergence" preset) follows the experiment: same task, checkpoint and held-out seed."""
+    """The "emergence" preset (`make run` before the free-form task) follows the cell experiment: same task, checkpoint and held-out seed."""
     from mgpo_agents.config import preset
 
     config = preset("emergence")
