@@ -71,7 +71,7 @@ from .position_code import PositionCodedImageProcessor, load_task_processor
 
 # ----------------------------------------------------------------- the task
 # The task's settings live in the library's "emergence" preset (`mgpo train --preset emergence`),
-# so that the main job and this experiment cannot drift apart.
+# so that the preset and this experiment cannot drift apart.
 EMERGENCE = PRESETS["emergence"]
 TASK_KWARGS: dict[str, Any] = EMERGENCE_TASK
 CANVAS = TASK_KWARGS["canvas_size"]  # original pixels; the view is 224 (4x smaller), a crop of one cell 224 (2x smaller)

@@ -306,7 +306,7 @@ def test_turn1_cell_probabilities_match_a_full_forward_pass_of_each_box():
     assert (probabilities.sum(1) <= 1 + 1e-5).all()
 
 
-def test_the_main_job_trains_this_task_from_the_committed_checkpoint():
+def test_the_cell_preset_trains_this_task_from_the_committed_checkpoint():
     """The "emergence" preset (`make run` before the free-form task) follows the cell experiment: same task, checkpoint and held-out seed."""
     from mgpo_agents.config import preset
 
