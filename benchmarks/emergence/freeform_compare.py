@@ -254,11 +254,16 @@ def coverage_section(output: Path, seeds: Optional[Sequence[int]]) -> list[str]:
     for label in ("before", "after"):
         rows = episode_rows(output, "mgpo", seeds, label)
         if rows:
-            pooled = "the lowest seed's (every seed starts from the same greedy episodes)" if label == "before" else "all seeds pooled"
+            pooled = "the lowest seed's, the same for every seed" if label == "before" else "all seeds pooled"
             lines += [f"MGPO {label} RL, accuracy by what the crop held (episodes; {pooled}):", "", *coverage_markdown(rows, inner=inner), ""]
     if lines:
         lines = ["## What the crops held", "", "A hit needs the whole target inside the crop; the reward needs only the right answer.", "", *lines]
     return lines
+
+
+def _lanes(count: Optional[int]) -> str:
+    """``'2 lanes'``, ``'1 lane'``, or ``'? lanes'`` when the settings do not say."""
+    return f"{count} lane" + ("" if count == 1 else "s") if count else "? lanes"
 
 
 def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any]:
@@ -296,7 +301,7 @@ def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any
              "```bash", command + (f" --settings '{json.dumps(run_settings)}'" if run_settings else ""),
              "```", "", "Held-out evaluation (greedy), mean ± std over RL seeds:", "", table, "",
              f"A hit is a crop that holds the target and is at most {HIT_CAP:g}x its side (the leak sweep's reading window). "
-             f"Wall time of the comparison: {minutes} ({chosen.get('lanes', '?')} lanes, one CPU thread each).", ""]
+             f"Wall time of the comparison: {minutes} ({_lanes(chosen.get('lanes'))}, one CPU thread each).", ""]
     if fixed:
         lines += [f"The best fixed box, searched on training questions before any run: `{fixed['rule']}`.", ""]
     lines += ["Settings (the same for every method): `" + json.dumps(data["settings"]) + "`", "", "![curves](emergence_curves.png)", ""]

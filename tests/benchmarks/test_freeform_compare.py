@@ -99,7 +99,7 @@ def test_a_report_keeps_to_the_comparisons_own_methods_and_seeds(tmp_path):
     data = write_report(tmp_path, seconds=60.0)
     assert list(data["runs"]) == ["mgpo"] and [r["seed"] for r in data["runs"]["mgpo"]] == [0]
     page = (tmp_path / "emergence.md").read_text()
-    assert "--seeds 0 --methods mgpo --lanes 1 --settings '{\"learning_rate\": 3e-05}'" in page and "1 lanes" in page
+    assert "--seeds 0 --methods mgpo --lanes 1 --settings '{\"learning_rate\": 3e-05}'" in page and "(1 lane, one CPU thread each)" in page
 
 
 def test_the_trained_weights_shown_are_the_lowest_seed_mgpo_runs_last(tmp_path):
