@@ -809,6 +809,11 @@ def evaluate_checkpoint(checkpoint: Path, protocol: str, settings: RLSettings, o
     return row
 
 
+def lanes_text(count: Optional[int]) -> str:
+    """How a report names its parallel lanes: ``'2 lanes'``, ``'1 lane'``, or ``'? lanes'`` when the settings do not say."""
+    return f"{count} lane" + ("" if count == 1 else "s") if count else "? lanes"
+
+
 def _run_parallel(commands: list[list[str]], lanes: int, log_dir: Path) -> None:
     """Run commands, ``lanes`` at a time (one CPU thread each); fail loudly if any fails."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -941,7 +946,7 @@ def markdown_report(data: dict[str, Any], table: str, seconds: float, checkpoint
             "",
         ]
     lines += ["## RL: held-out evaluation (greedy), mean ± std over seeds", "", table, "",
-              f"RL comparison wall time: {seconds / 60:.1f} min (runs in two parallel lanes, one CPU thread each).", ""]
+              f"RL comparison wall time: {seconds / 60:.1f} min (runs in {lanes_text(settings.get('lanes'))}, one CPU thread each).", ""]
     if settings:
         if "checkpoint" in settings:  # as the commands above name it: relative to the repository, not this machine's path
             settings["checkpoint"] = _repository_relative(settings["checkpoint"])
@@ -1071,7 +1076,7 @@ def compare(checkpoint: Path, output: Path, settings: RLSettings, seeds: Sequenc
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     software = dict(software_record(), torch_threads=RUN_THREADS)  # what each run sets, not this launcher's count
-    record = {**asdict(settings), "seeds": list(seeds), "checkpoint": str(checkpoint), "software": software}
+    record = {**asdict(settings), "seeds": list(seeds), "lanes": lanes, "checkpoint": str(checkpoint), "software": software}
     (output / "rl_settings.json").write_text(json.dumps(record, indent=2) + "\n")
     me = [sys.executable, str(REPOSITORY_ROOT / "benchmarks" / "emergence.py")]
     common = ["--checkpoint", str(checkpoint), "--output", str(output), "--settings", json.dumps(asdict(settings))]

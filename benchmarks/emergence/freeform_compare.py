@@ -30,7 +30,7 @@ import numpy as np
 
 from mgpo_tools.metrics import read_metrics
 
-from .experiment import REPOSITORY_ROOT, _fmt, _mean_std, _repository_relative, _run_parallel, software_record
+from .experiment import REPOSITORY_ROOT, _fmt, _mean_std, _repository_relative, _run_parallel, lanes_text, software_record
 from .freeform_rl import METHODS, FreeformRLSettings
 from .freeform_task import FREEFORM_TASK, HIT_CAP
 
@@ -261,11 +261,6 @@ def coverage_section(output: Path, seeds: Optional[Sequence[int]]) -> list[str]:
     return lines
 
 
-def _lanes(count: Optional[int]) -> str:
-    """``'2 lanes'``, ``'1 lane'``, or ``'? lanes'`` when the settings do not say."""
-    return f"{count} lane" + ("" if count == 1 else "s") if count else "? lanes"
-
-
 def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any]:
     """``emergence.json``, ``emergence.md``, ``emergence_curves.png`` and ``emergence_episodes.png`` from the runs on disk
     in ``output`` (the picture loads the trained MGPO weights and plays the first held-out questions again)."""
@@ -301,7 +296,7 @@ def write_report(output: Path, seconds: Optional[float] = None) -> dict[str, Any
              "```bash", command + (f" --settings '{json.dumps(run_settings)}'" if run_settings else ""),
              "```", "", "Held-out evaluation (greedy), mean ± std over RL seeds:", "", table, "",
              f"A hit is a crop that holds the target and is at most {HIT_CAP:g}x its side (the leak sweep's reading window). "
-             f"Wall time of the comparison: {minutes} ({_lanes(chosen.get('lanes'))}, one CPU thread each).", ""]
+             f"Wall time of the comparison: {minutes} ({lanes_text(chosen.get('lanes'))}, one CPU thread each).", ""]
     if fixed:
         lines += [f"The best fixed box, searched on training questions before any run: `{fixed['rule']}`.", ""]
     lines += ["Settings (the same for every method): `" + json.dumps(data["settings"]) + "`", "", "![curves](emergence_curves.png)", ""]

@@ -162,6 +162,10 @@ def test_a_finished_stage_is_loaded_from_disk_instead_of_trained_again(tmp_path)
     assert all((reloaded.state_dict()[k] == v).all() for k, v in weights.items())
 
 
+def test_results_pages_name_the_lanes_a_comparison_ran_in():
+    assert [E.lanes_text(n) for n in (1, 2, 3, None)] == ["1 lane", "2 lanes", "3 lanes", "? lanes"]
+
+
 def test_results_pages_name_checkpoints_relative_to_the_repository(tmp_path):
     inside = E.COMMITTED_CHECKPOINT
     assert E._repository_relative(str(inside)) == "benchmarks/checkpoints/emergence-warmstart"
